@@ -1,0 +1,160 @@
+//! Kafka client settings and small admin helpers.
+//!
+//! The librdkafka settings that carry our delivery semantics are written out
+//! here, once, with the reason for each; `-X` overrides are applied last.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::metadata::Metadata;
+
+use crate::cli::KafkaArgs;
+
+/// Errors talking to Kafka, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not reach Kafka at {bootstrap} within {timeout:?} ({cause}); is the cluster up? Start the local one with: deploy/local/kafka.sh up")]
+    Unreachable {
+        bootstrap: String,
+        timeout: Duration,
+        cause: String,
+    },
+    #[error("invalid Kafka client setting ({0}); check the -X options and KAFKA_OPTIONS")]
+    Config(rdkafka::error::KafkaError),
+    #[error("topic {topic} does not exist and could not be created: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    #[error("Kafka metadata for topic {topic}: {reason}")]
+    Metadata { topic: String, reason: String },
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn base_config(args: &KafkaArgs) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &args.bootstrap_servers);
+    c
+}
+
+/// Applies the user's `-X` options; they win over ours.
+fn apply_overrides(c: &mut ClientConfig, args: &KafkaArgs) {
+    for (k, v) in &args.options {
+        c.set(k, v);
+    }
+}
+
+/// Settings for every producer that writes records we must not lose or repeat.
+pub fn producer_config(args: &KafkaArgs) -> ClientConfig {
+    let mut c = base_config(args);
+    // A write is confirmed only once every in-sync replica has it; with RF 3 and
+    // min.insync.replicas=2 that survives the loss of any one broker.
+    c.set("acks", "all");
+    // Retries after a lost response neither duplicate nor reorder records.
+    c.set("enable.idempotence", "true");
+    // Keep retrying through a broker failover rather than failing the record.
+    c.set("delivery.timeout.ms", "120000");
+    // Throughput: small batching delay and cheap compression.
+    c.set("linger.ms", "5");
+    c.set("compression.type", "lz4");
+    apply_overrides(&mut c, args);
+    c
+}
+
+/// Settings for admin and metadata clients.
+pub fn admin_config(args: &KafkaArgs) -> ClientConfig {
+    let mut c = base_config(args);
+    apply_overrides(&mut c, args);
+    c
+}
+
+/// Cluster metadata (brokers and, if `topic` is given, that topic), waiting at
+/// most `args.connect_timeout`.
+pub async fn fetch_metadata(args: &KafkaArgs, topic: Option<&str>) -> Result<Metadata> {
+    let consumer: BaseConsumer = admin_config(args).create().map_err(Error::Config)?;
+    let timeout = args.connect_timeout;
+    let topic = topic.map(str::to_owned);
+    let bootstrap = args.bootstrap_servers.clone();
+    // fetch_metadata blocks; keep it off the async workers.
+    tokio::task::spawn_blocking(move || consumer.fetch_metadata(topic.as_deref(), timeout))
+        .await
+        .expect("metadata task panicked")
+        .map_err(|e| Error::Unreachable {
+            bootstrap,
+            timeout,
+            cause: e
+                .rdkafka_error_code()
+                .map_or_else(|| e.to_string(), |c| c.to_string()),
+        })
+}
+
+/// Number of partitions of `topic`, or `None` if it does not exist.
+pub async fn topic_partitions(args: &KafkaArgs, topic: &str) -> Result<Option<usize>> {
+    let md = fetch_metadata(args, Some(topic)).await?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(None);
+    };
+    match t.error() {
+        None => Ok(Some(t.partitions().len())),
+        Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+            Ok(None)
+        }
+        Some(e) => Err(Error::Metadata {
+            topic: topic.to_owned(),
+            reason: RDKafkaErrorCode::from(e).to_string(),
+        }),
+    }
+}
+
+/// Creates `topic` if it does not exist, replicated on up to three brokers and
+/// requiring two in sync when there are three. Returns its partition count.
+pub async fn ensure_topic(args: &KafkaArgs, topic: &str, partitions: i32) -> Result<usize> {
+    if let Some(n) = topic_partitions(args, topic).await? {
+        return Ok(n);
+    }
+    let brokers = fetch_metadata(args, None).await?.brokers().len().max(1);
+    let rf = brokers.min(3) as i32;
+    let min_isr = rf.min(2).to_string();
+    let admin: AdminClient<DefaultClientContext> =
+        admin_config(args).create().map_err(Error::Config)?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf))
+        .set("min.insync.replicas", &min_isr);
+    let opts = AdminOptions::new().operation_timeout(Some(args.connect_timeout));
+    let results = admin
+        .create_topics([&new], &opts)
+        .await
+        .map_err(|e| Error::CreateTopic {
+            topic: topic.to_owned(),
+            reason: e.to_string(),
+        })?;
+    for r in results {
+        match r {
+            Ok(_) => tracing::info!(topic, partitions, replication_factor = rf, "created topic"),
+            // Someone else created it between our check and our request.
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(Error::CreateTopic {
+                    topic: topic.to_owned(),
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    // Creation is asynchronous in the brokers; wait until metadata shows it.
+    let deadline = tokio::time::Instant::now() + args.connect_timeout;
+    loop {
+        if let Some(n) = topic_partitions(args, topic).await? {
+            return Ok(n);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::CreateTopic {
+                topic: topic.to_owned(),
+                reason: "created, but not visible in metadata in time".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

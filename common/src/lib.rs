@@ -1,0 +1,20 @@
+//! Shared by every Cyberday notifier process.
+//!
+//! - [`record`]: the purchase record as the producer writes it (JSON in `DataTopic`).
+//! - [`classify`]: the one validation and classification rule (no purchase,
+//!   short, long, invalid with a reason).
+//! - [`notify`]: the Spanish notification text for short and long purchases.
+//! - [`cli`]: flags every binary shares (bootstrap servers, topic, `-X`
+//!   librdkafka passthrough, log format), each with an environment variable.
+//! - [`kafka`]: the librdkafka settings that carry our delivery semantics,
+//!   written out once, and small admin helpers (reachability, topic creation).
+//! - [`shutdown`]: SIGTERM / Ctrl-C to one cancellation token; a second signal exits.
+//! - [`telemetry`]: tracing set-up; logs go to stderr, never stdout.
+
+pub mod classify;
+pub mod cli;
+pub mod kafka;
+pub mod notify;
+pub mod record;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,17 @@
+//! Tracing set-up shared by the binaries: logs go to stderr (stdout is the
+//! console notifier's), level from `RUST_LOG` (default `info`).
+
+use crate::cli::{LogArgs, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. Call once, first thing in `main`.
+pub fn init(args: &LogArgs) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

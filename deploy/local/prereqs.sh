@@ -1,0 +1,24 @@
+# Sourced by run.sh and test.sh: makes sure the tools the project needs are
+# here, installing Debian packages when running as root (as CI does), and
+# otherwise saying exactly what to install.
+
+need_cmd() { # need_cmd COMMAND DEBIAN_PACKAGE WHAT_FOR
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "prereqs: installing $2 ($3)" >&2
+    if [[ -z "${_apt_updated:-}" ]]; then apt-get update -qq >/dev/null && _apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    command -v "$1" >/dev/null 2>&1 && return 0
+  fi
+  echo "prereqs: '$1' is missing ($3). Install it with: apt-get install -y $2" >&2
+  exit 1
+}
+
+need_cmd java openjdk-17-jre-headless "runs the Kafka brokers"
+need_cmd mvn maven "fetches Kafka's jars from Maven Central, once"
+need_cmd cc build-essential "builds librdkafka"
+need_cmd make build-essential "builds librdkafka"
+command -v cargo >/dev/null 2>&1 || {
+  echo "prereqs: 'cargo' is missing. Install Rust with rustup (https://rustup.rs), then run this again." >&2
+  exit 1
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what is missing, starts a
+# throw-away 3-broker Kafka cluster on 127.0.0.1:39092-39094 (so a cluster you
+# run on 9092 is never touched), checks formatting and lints, runs every test
+# against the real brokers, and stops the cluster it started.
+#
+#   deploy/local/test.sh [extra cargo test args]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+source deploy/local/prereqs.sh
+
+export KAFKA_PORT_BASE=39092
+export CYBERDAY_TEST_BOOTSTRAP="127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094"
+kafka=deploy/local/kafka.sh
+
+started=0
+stop_cluster() { if ((started)); then "$kafka" down || true; fi; }
+trap stop_cluster EXIT
+if "$kafka" status >/dev/null 2>&1; then
+  echo "test.sh: reusing the test cluster already running at $CYBERDAY_TEST_BOOTSTRAP" >&2
+else
+  "$kafka" down >/dev/null 2>&1 || true # a node or two left over from an interrupted run
+  started=1
+  "$kafka" up --fresh
+fi
+
+echo "test.sh: cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy" >&2
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "test.sh: cargo test" >&2
+cargo test --workspace "$@"
