@@ -64,6 +64,35 @@ pub fn producer_config(args: &KafkaArgs) -> ClientConfig {
     c
 }
 
+/// Settings for a worker's consumer, which reads exactly the partitions the
+/// master gives it (`assign`, never `subscribe`) and never commits.
+pub fn worker_consumer_config(args: &KafkaArgs) -> ClientConfig {
+    let mut c = base_config(args);
+    // Offsets belong to the master: it commits only after notifying.
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    // A start offset that retention already deleted: read what is left, skip nothing newer.
+    c.set("auto.offset.reset", "earliest");
+    // Never read records of aborted transactions.
+    c.set("isolation.level", "read_committed");
+    c.set("enable.partition.eof", "false");
+    apply_overrides(&mut c, args);
+    c
+}
+
+/// Settings for the master's client of consumer group `group`: it never
+/// consumes, only reads and commits the group's offsets.
+pub fn committer_config(args: &KafkaArgs, group: &str) -> ClientConfig {
+    let mut c = base_config(args);
+    c.set("group.id", group);
+    // Offsets move only when the notifications before them are out.
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    c.set("isolation.level", "read_committed");
+    apply_overrides(&mut c, args);
+    c
+}
+
 /// Settings for admin and metadata clients.
 pub fn admin_config(args: &KafkaArgs) -> ClientConfig {
     let mut c = base_config(args);

@@ -4,6 +4,8 @@
 //! - [`classify`]: the one validation and classification rule (no purchase,
 //!   short, long, invalid with a reason).
 //! - [`notify`]: the Spanish notification text for short and long purchases.
+//! - [`pb`]: the generated gRPC code of `proto/cyberday/v1` and its
+//!   descriptor set for server reflection.
 //! - [`cli`]: flags every binary shares (bootstrap servers, topic, `-X`
 //!   librdkafka passthrough, log format), each with an environment variable.
 //! - [`kafka`]: the librdkafka settings that carry our delivery semantics,
@@ -15,6 +17,7 @@ pub mod classify;
 pub mod cli;
 pub mod kafka;
 pub mod notify;
+pub mod pb;
 pub mod record;
 pub mod shutdown;
 pub mod telemetry;

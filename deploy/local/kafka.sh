@@ -214,16 +214,24 @@ create_topics() {
   done
 }
 
-stop_node() {
-  local n="$1" pid
-  pid="$(node_pid "$n")" || { rm -f "$(pid_file "$n")"; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
+# SIGTERM to all given nodes at once (a lone last node cannot shut down in an
+# orderly way without a quorum), then SIGKILL whatever is left after 30 s.
+stop_nodes() {
+  local pids=() n pid
+  for n in "$@"; do
+    if pid="$(node_pid "$n")"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
   for _ in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || break
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
     sleep 0.5
   done
-  kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$(pid_file "$n")"
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for n in "$@"; do rm -f "$(pid_file "$n")"; done
 }
 
 cmd_up() {
@@ -266,7 +274,7 @@ need_node_arg() {
 
 case "${1:-}" in
   up) shift; cmd_up "$@" ;;
-  down) for n in "${nodes[@]}"; do stop_node "$n"; done; say "stopped the nodes at $(bootstrap)" ;;
+  down) stop_nodes "${nodes[@]}"; say "stopped the nodes at $(bootstrap)" ;;
   status) cmd_status ;;
   kill)
     need_node_arg "${2:-}"
