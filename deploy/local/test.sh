@@ -30,4 +30,10 @@ cargo fmt --all -- --check
 echo "test.sh: cargo clippy" >&2
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "test.sh: cargo test" >&2
-cargo test --workspace "$@"
+log="$(mktemp)"
+status=0
+cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
+# One closing line with the totals of every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"
