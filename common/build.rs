@@ -9,7 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the env concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["../proto/cyberday/v1/coordinator.proto", "../proto/cyberday/v1/admin.proto"];
+    let protos = [
+        "../proto/cyberday/v1/coordinator.proto",
+        "../proto/cyberday/v1/admin.proto",
+    ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("cyberday_v1_descriptor.bin"))
         .compile_protos(&protos, &["../proto"])?;

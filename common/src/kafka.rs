@@ -68,6 +68,9 @@ pub fn producer_config(args: &KafkaArgs) -> ClientConfig {
 /// master gives it (`assign`, never `subscribe`) and never commits.
 pub fn worker_consumer_config(args: &KafkaArgs) -> ClientConfig {
     let mut c = base_config(args);
+    // librdkafka's consumer needs a group id even for `assign`; this one never
+    // joins the group nor commits, and is deliberately not the master's group.
+    c.set("group.id", "cyberday-worker");
     // Offsets belong to the master: it commits only after notifying.
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");

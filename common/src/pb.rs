@@ -7,4 +7,5 @@
 tonic::include_proto!("cyberday.v1");
 
 /// Encoded `FileDescriptorSet` of every cyberday.v1 proto, for reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cyberday_v1_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("cyberday_v1_descriptor");

@@ -22,3 +22,17 @@ command -v cargo >/dev/null 2>&1 || {
   echo "prereqs: 'cargo' is missing. Install Rust with rustup (https://rustup.rs), then run this again." >&2
   exit 1
 }
+
+# grpcurl: the operator's gRPC client, used by the tests (from the Go module proxy).
+GRPCURL_VERSION=v1.9.3
+if command -v go >/dev/null 2>&1; then
+  export PATH="$PATH:$(go env GOPATH)/bin"
+fi
+if ! command -v grpcurl >/dev/null 2>&1; then
+  command -v go >/dev/null 2>&1 || {
+    echo "prereqs: 'grpcurl' is missing and Go is not installed to build it. Install Go (apt-get install -y golang), then: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" >&2
+    exit 1
+  }
+  echo "prereqs: installing grpcurl $GRPCURL_VERSION (go install)" >&2
+  go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+fi

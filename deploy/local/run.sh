@@ -1,28 +1,47 @@
 #!/usr/bin/env bash
 # Runs the whole system locally: the real 3-broker Kafka cluster (started if
-# it is not running) and the shopper producer at the original pace, one record
-# every two seconds. Ctrl-C stops everything this script started.
+# it is not running), the master, two workers as separate processes, and the
+# shopper producer at the original pace (one record every two seconds).
+# Notifications appear on this terminal as they happen; logs go to
+# deploy/local/.run/logs/. Ctrl-C stops everything this script started.
 #
 #   deploy/local/run.sh [producer flags...]     e.g. --rate 50 --seed 7
 #   KEEP_KAFKA=1 deploy/local/run.sh            leave Kafka running afterwards
+#   NOTIFY_FORMAT=json deploy/local/run.sh      one JSON object per notification
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 source deploy/local/prereqs.sh
 kafka=deploy/local/kafka.sh
 export KAFKA_BOOTSTRAP_SERVERS="$("$kafka" bootstrap)"
+logs="$root/deploy/local/.run/logs"
+mkdir -p "$logs"
 
 started_kafka=0
+names=()
 pids=()
 cleanup() {
   trap - INT TERM EXIT
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  echo "run.sh: stopping" >&2
+  # Producer first, then workers (they drain and leave), then the master (final commit).
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
   if ((started_kafka)) && [[ -z "${KEEP_KAFKA:-}" ]]; then
     "$kafka" down
   fi
 }
 trap cleanup INT TERM EXIT
+
+# setsid: Ctrl-C reaches only this script, which then stops each child once, cleanly.
+start() { # start NAME COMMAND...
+  local name="$1"; shift
+  setsid "$@" 2>"$logs/$name.log" &
+  names+=("$name")
+  pids+=("$!")
+}
 
 if ! "$kafka" status >/dev/null 2>&1; then
   started_kafka=1
@@ -30,12 +49,30 @@ if ! "$kafka" status >/dev/null 2>&1; then
 fi
 
 echo "run.sh: building (release)" >&2
-cargo build --release --quiet --bin producer
+cargo build --release --quiet --bins
 
-echo "run.sh: producing into DataTopic at $KAFKA_BOOTSTRAP_SERVERS; watch the records with:" >&2
-echo "run.sh:   kcat -C -b 127.0.0.1:9092 -t DataTopic -f '%p:%o %k %s\n'" >&2
-echo "run.sh: Ctrl-C to stop" >&2
-# setsid: Ctrl-C reaches only this script, which then stops each child once, cleanly.
-RUST_LOG="${RUST_LOG:-info,producer=debug}" setsid target/release/producer "$@" &
-pids+=($!)
-wait "${pids[@]}"
+start master target/release/master --notify-format "${NOTIFY_FORMAT:-text}"
+sleep 1
+start worker-1 target/release/worker --id worker-1
+start worker-2 target/release/worker --id worker-2
+start producer target/release/producer "$@"
+
+cat >&2 <<TXT
+run.sh: running. Master on 127.0.0.1:50051, workers worker-1 and worker-2, producer into DataTopic.
+run.sh: notifications appear below; logs: tail -f $logs/*.log
+run.sh: inspect: grpcurl -plaintext 127.0.0.1:50051 cyberday.v1.Admin/ListAssignments
+run.sh:          deploy/local/kafka.sh consumer-groups --describe --group cyberday-notifier
+run.sh: Ctrl-C to stop.
+TXT
+
+# If any process ends on its own (the producer after --count, or a crash), say so and stop.
+set +e
+wait -n "${pids[@]}"
+status=$?
+set -e
+for i in "${!pids[@]}"; do
+  if ! kill -0 "${pids[i]}" 2>/dev/null; then
+    echo "run.sh: ${names[i]} exited (status $status); last lines of $logs/${names[i]}.log:" >&2
+    tail -n 5 "$logs/${names[i]}.log" >&2
+  fi
+done

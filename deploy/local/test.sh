@@ -29,6 +29,8 @@ echo "test.sh: cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "test.sh: cargo clippy" >&2
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "test.sh: cargo build (the end-to-end tests run the real binaries)" >&2
+cargo build --workspace --bins --quiet
 echo "test.sh: cargo test" >&2
 log="$(mktemp)"
 status=0

@@ -9,39 +9,15 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-/// The test cluster's ports (deploy/local/test.sh starts it on these).
-pub const DEFAULT_TEST_BOOTSTRAP: &str = "127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094";
-
 /// Bootstrap servers of the test cluster; panics with how to start one when
 /// it is not reachable, so no test silently passes without Kafka.
 pub fn bootstrap() -> String {
-    let servers =
-        std::env::var("CYBERDAY_TEST_BOOTSTRAP").unwrap_or_else(|_| DEFAULT_TEST_BOOTSTRAP.into());
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &servers)
-        .create()
-        .expect("metadata client");
-    if let Err(e) = consumer.fetch_metadata(None, Duration::from_secs(10)) {
-        panic!(
-            "no Kafka test cluster at {servers} ({e}). Run the whole suite with \
-             deploy/local/test.sh, or start the test cluster with \
-             `KAFKA_PORT_BASE=39092 deploy/local/kafka.sh up` (or point \
-             CYBERDAY_TEST_BOOTSTRAP at another cluster)."
-        );
-    }
-    servers
+    e2e::test_bootstrap()
 }
 
 /// A topic name no other test (or earlier run) uses.
 pub fn unique_topic(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
+    e2e::unique(prefix)
 }
 
 /// Runs the real `producer` binary and returns its output.

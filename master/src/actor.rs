@@ -1,0 +1,250 @@
+//! The task that owns the [`Coordinator`]: it takes commands from the gRPC
+//! handlers and the metadata watcher through one bounded channel, applies
+//! them in order, sends `welcome` / `assign` / `revoke` down each session's
+//! bounded response channel, hands notifications to the console, and every
+//! commit interval hands the console a checkpoint of positions to commit
+//! once they are flushed.
+//!
+//! When it is busy the channel fills, the session handlers wait to send,
+//! and HTTP/2 flow control pushes back on the workers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::pb;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::coordinator::{Coordinator, Effects, Hello, SessionId, Snapshot, WorkerMsg};
+use crate::error::{Error, Result};
+use crate::notifier::NotifierMsg;
+
+/// Capacity of the command channel into the actor.
+pub const COMMAND_CAPACITY: usize = 64;
+
+/// A session's response channel (gRPC stream items).
+pub type ResponseTx = mpsc::Sender<std::result::Result<pb::SessionResponse, tonic::Status>>;
+/// The receiving end, which becomes the session's response stream.
+pub type ResponseRx = mpsc::Receiver<std::result::Result<pb::SessionResponse, tonic::Status>>;
+
+/// Responses a session may have queued: one `welcome`, then `assign` and
+/// `revoke`, at most one of each per partition per rebalance, read by the
+/// worker as they come. A worker that lets this fill is ended.
+fn response_capacity(partitions: usize) -> usize {
+    (2 * partitions + 16).max(256)
+}
+
+/// What the actor can be asked.
+#[derive(Debug)]
+pub enum Command {
+    /// A new session said hello. `reply` gets the session id, the worker
+    /// id and the response channel (`welcome` already queued), or why it
+    /// was refused.
+    Hello {
+        hello: Hello,
+        /// Cancelled when the actor ends the session, so its reader stops.
+        cancel: CancellationToken,
+        /// Messages of this session read from the network and not yet
+        /// applied (the reader adds, the actor subtracts).
+        in_flight: Arc<AtomicUsize>,
+        reply: oneshot::Sender<Result<Accepted>>,
+    },
+    /// A checked message on a live session.
+    Message { session: SessionId, msg: WorkerMsg },
+    /// The session's request stream ended or broke.
+    Closed { session: SessionId, reason: String },
+    /// The session broke the protocol; it ends with this error.
+    Failed { session: SessionId, error: Error },
+    /// New partitions of the input topic, at their start positions.
+    AddPartitions(BTreeMap<i32, i64>),
+    /// The Admin service's view.
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// A session the actor accepted.
+#[derive(Debug)]
+pub struct Accepted {
+    pub session: SessionId,
+    pub worker: Arc<str>,
+    pub responses: ResponseRx,
+}
+
+struct Session {
+    responses: ResponseTx,
+    cancel: CancellationToken,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// The console is gone (stdout failed); nothing more can be notified.
+#[derive(Debug)]
+pub struct NotifierGone;
+
+/// Runs until `shutdown` is cancelled (or the console fails), then ends
+/// every session with `unavailable` and sends the final checkpoint.
+pub async fn run(
+    core: Coordinator,
+    mut commands: mpsc::Receiver<Command>,
+    notifier: mpsc::Sender<NotifierMsg>,
+    liveness_every: Duration,
+    commit_every: Duration,
+    shutdown: CancellationToken,
+) -> std::result::Result<(), NotifierGone> {
+    let mut actor = Actor {
+        core,
+        sessions: HashMap::new(),
+        notifier,
+    };
+    let mut liveness = tokio::time::interval(liveness_every);
+    liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut checkpoint = tokio::time::interval(commit_every);
+    checkpoint.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    let result = loop {
+        // Ticks first: they fire at most once per interval, so they cannot
+        // starve the commands, and a flood of results cannot delay commits.
+        let step = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            _ = liveness.tick() => actor.expire().await,
+            _ = checkpoint.tick() => actor.checkpoint().await,
+            command = commands.recv() => match command {
+                Some(command) => actor.handle(command).await,
+                None => break Ok(()),
+            },
+        };
+        if let Err(e) = step {
+            break Err(e);
+        }
+    };
+
+    for (_, s) in actor.sessions.drain() {
+        let _ = s.responses.try_send(Err(Error::ShuttingDown.into()));
+        s.cancel.cancel();
+    }
+    info!("coordinator stopped; final checkpoint");
+    result?;
+    actor.checkpoint().await
+}
+
+struct Actor {
+    core: Coordinator,
+    sessions: HashMap<SessionId, Session>,
+    notifier: mpsc::Sender<NotifierMsg>,
+}
+
+impl Actor {
+    /// Hands the console the current positions: committed once flushed.
+    async fn checkpoint(&mut self) -> std::result::Result<(), NotifierGone> {
+        self.notifier
+            .send(NotifierMsg::Checkpoint(self.core.positions()))
+            .await
+            .map_err(|_| NotifierGone)
+    }
+
+    /// Ends the sessions of silent workers.
+    async fn expire(&mut self) -> std::result::Result<(), NotifierGone> {
+        // A worker whose message waits in the queue (or whose reader waits
+        // for room in it) was heard from: a busy master must not take its
+        // own backlog for a worker's silence.
+        for (&session, s) in &self.sessions {
+            if s.in_flight.load(Ordering::Acquire) > 0 {
+                self.core.touch(session);
+            }
+        }
+        let fx = self.core.expire();
+        self.apply(fx).await
+    }
+
+    async fn handle(&mut self, command: Command) -> std::result::Result<(), NotifierGone> {
+        let fx = match command {
+            Command::Hello {
+                hello,
+                cancel,
+                in_flight,
+                reply,
+            } => match self.core.hello(hello) {
+                Ok((session, worker, fx)) => {
+                    let (responses, rx) =
+                        mpsc::channel(response_capacity(self.core.partition_count()));
+                    let s = Session {
+                        responses,
+                        cancel,
+                        in_flight,
+                    };
+                    self.sessions.insert(session, s);
+                    // If the handler is already gone, the response channel is
+                    // closed and `apply` ends the session like any other.
+                    let _ = reply.send(Ok(Accepted {
+                        session,
+                        worker,
+                        responses: rx,
+                    }));
+                    fx
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return Ok(());
+                }
+            },
+            Command::Message { session, msg } => {
+                if let Some(s) = self.sessions.get(&session) {
+                    s.in_flight.fetch_sub(1, Ordering::AcqRel);
+                }
+                self.core.message(session, msg)
+            }
+            Command::Closed { session, reason } => self.core.closed(session, &reason),
+            Command::Failed { session, error } => self.core.fail(session, error),
+            Command::AddPartitions(positions) => self.core.add_partitions(positions),
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.core.snapshot());
+                return Ok(());
+            }
+        };
+        self.apply(fx).await
+    }
+
+    /// Carries out effects; a session whose response channel is full is
+    /// ended, which may produce more effects (its partitions move).
+    async fn apply(&mut self, mut fx: Effects) -> std::result::Result<(), NotifierGone> {
+        loop {
+            let mut more = Effects::default();
+            for (session, msg) in fx.messages {
+                let Some(s) = self.sessions.get(&session) else {
+                    continue;
+                };
+                if s.responses.try_send(Ok(msg)).is_err() {
+                    let worker = self.core.worker_of(session).unwrap_or_default();
+                    warn!(
+                        session,
+                        worker, "worker does not read its responses (channel full or closed)"
+                    );
+                    let again = self.core.fail(session, Error::SlowReader(worker));
+                    more.messages.extend(again.messages);
+                    more.closed.extend(again.closed);
+                }
+            }
+            for (session, error) in fx.closed {
+                if let Some(s) = self.sessions.remove(&session) {
+                    if let Some(e) = error {
+                        let _ = s.responses.try_send(Err(e.into()));
+                    }
+                    s.cancel.cancel();
+                }
+            }
+            if !fx.notifications.is_empty() {
+                self.notifier
+                    .send(NotifierMsg::Notify(fx.notifications))
+                    .await
+                    .map_err(|_| NotifierGone)?;
+            }
+            if more.is_empty() {
+                return Ok(());
+            }
+            fx = more;
+        }
+    }
+}

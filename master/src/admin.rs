@@ -1,0 +1,108 @@
+//! The `Admin` gRPC service (operators, read-only): an adapter over a
+//! snapshot from the coordinator actor and the offsets view.
+
+use common::pb::{self, admin_server::Admin};
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::{Request, Response, Status};
+
+use crate::actor::Command;
+use crate::coordinator::Snapshot;
+use crate::error::Error;
+use crate::offsets::OffsetsView;
+
+/// The Admin service.
+#[derive(Clone)]
+pub struct AdminService {
+    commands: mpsc::Sender<Command>,
+    offsets: watch::Receiver<OffsetsView>,
+}
+
+impl AdminService {
+    pub fn new(commands: mpsc::Sender<Command>, offsets: watch::Receiver<OffsetsView>) -> Self {
+        Self { commands, offsets }
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, Status> {
+        let (reply, snapshot) = oneshot::channel();
+        self.commands
+            .send(Command::Snapshot(reply))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        Ok(snapshot.await.map_err(|_| Error::ShuttingDown)?)
+    }
+}
+
+/// Per-partition stats: owner and generation from the coordinator, offsets
+/// from Kafka. Lag is 0 while either offset is unknown.
+pub fn partition_stats(snapshot: &Snapshot, offsets: &OffsetsView) -> Vec<pb::PartitionStats> {
+    snapshot
+        .assignments
+        .iter()
+        .map(|a| {
+            let committed_offset = offsets.committed.get(&a.partition).copied().unwrap_or(-1);
+            let high_watermark = offsets
+                .high_watermarks
+                .get(&a.partition)
+                .copied()
+                .unwrap_or(-1);
+            let lag = if committed_offset >= 0 && high_watermark >= 0 {
+                (high_watermark - committed_offset).max(0)
+            } else {
+                0
+            };
+            pb::PartitionStats {
+                partition: a.partition,
+                owner: a.owner.clone(),
+                generation: a.generation,
+                committed_offset,
+                high_watermark,
+                lag,
+            }
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn list_workers(
+        &self,
+        _: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let s = self.snapshot().await?;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: s.workers,
+        }))
+    }
+
+    async fn list_assignments(
+        &self,
+        _: Request<pb::ListAssignmentsRequest>,
+    ) -> Result<Response<pb::ListAssignmentsResponse>, Status> {
+        let s = self.snapshot().await?;
+        Ok(Response::new(pb::ListAssignmentsResponse {
+            topic: s.topic,
+            assignments: s.assignments,
+        }))
+    }
+
+    async fn get_stats(
+        &self,
+        _: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let s = self.snapshot().await?;
+        let partitions = partition_stats(&s, &self.offsets.borrow());
+        let c = &s.stats;
+        Ok(Response::new(pb::GetStatsResponse {
+            records_processed: c.records_processed,
+            notifications_short: c.notifications_short,
+            notifications_long: c.notifications_long,
+            no_purchase: c.no_purchase,
+            invalid: c.invalid,
+            duplicates_suppressed: c.duplicates_suppressed,
+            stale_batches_rejected: c.stale_batches_rejected,
+            workers: s.workers.len() as u32,
+            rebalances: c.rebalances,
+            partitions,
+        }))
+    }
+}

@@ -1,0 +1,133 @@
+//! The master's command line; every flag also reads an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use common::cli::{parse_duration, KafkaArgs, LogArgs};
+
+/// Assigns the partitions of the input topic to workers, fences stale
+/// results, prints one notification per purchase on stdout and commits the
+/// consumer group's offsets once those notifications are out.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "master", version)]
+pub struct Config {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    /// Address of the gRPC server (Coordinator for workers, Admin for
+    /// operators, health and reflection).
+    #[arg(long, env = "MASTER_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// Kafka consumer group whose offsets the master reads at start and commits.
+    #[arg(long, env = "MASTER_GROUP", default_value = "cyberday-notifier")]
+    pub group: String,
+
+    /// Shape of the notifications on stdout: the Spanish text, or one JSON
+    /// object per line.
+    #[arg(long, env = "NOTIFY_FORMAT", value_enum, default_value_t = NotifyFormat::Text)]
+    pub notify_format: NotifyFormat,
+
+    /// How often workers must send a heartbeat (told to them in `welcome`).
+    #[arg(long, env = "MASTER_HEARTBEAT_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A worker silent for this long is dead: its partitions move at once.
+    #[arg(long, env = "MASTER_HEARTBEAT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub heartbeat_timeout: Duration,
+
+    /// A worker that has not acknowledged a revocation after this long is
+    /// treated as dead, so no partition stays stuck between two owners.
+    #[arg(long, env = "MASTER_REVOKE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub revoke_timeout: Duration,
+
+    /// How often stdout is flushed and the group's offsets committed (also
+    /// done once at shutdown).
+    #[arg(long, env = "MASTER_COMMIT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub commit_interval: Duration,
+
+    /// How often the input topic's partition count is re-read; new partitions
+    /// are assigned from their earliest offset.
+    #[arg(long, env = "MASTER_METADATA_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub metadata_interval: Duration,
+
+    /// Most results a worker may put in one batch (told to them in `welcome`).
+    #[arg(long, env = "MASTER_MAX_BATCH_RECORDS", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_batch_records: u32,
+}
+
+/// How notifications are written on stdout.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFormat {
+    /// One Spanish sentence per notification, as the customer reads it.
+    Text,
+    /// One JSON object per line: kind, folio, nombre, email, productovisto,
+    /// taps, partition, offset, worker, latency_ms.
+    Json,
+}
+
+impl Config {
+    /// Checks what clap cannot check flag by flag.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("--heartbeat-interval", self.heartbeat_interval),
+            ("--heartbeat-timeout", self.heartbeat_timeout),
+            ("--revoke-timeout", self.revoke_timeout),
+            ("--commit-interval", self.commit_interval),
+            ("--metadata-interval", self.metadata_interval),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("{flag} must be greater than zero"));
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err(format!(
+                "--heartbeat-timeout ({:?}) must be longer than --heartbeat-interval ({:?}), \
+                 or every worker would be declared dead between two heartbeats",
+                self.heartbeat_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.group.trim().is_empty() {
+            return Err("--group must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::try_parse_from(["master"]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:50051".parse().unwrap());
+        assert_eq!(c.group, "cyberday-notifier");
+        assert_eq!(c.notify_format, NotifyFormat::Text);
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(3));
+        assert_eq!(c.commit_interval, Duration::from_secs(1));
+        assert_eq!(c.metadata_interval, Duration::from_secs(5));
+        assert_eq!(c.max_batch_records, 500);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn timeout_must_exceed_interval() {
+        let c = Config::try_parse_from([
+            "master",
+            "--heartbeat-interval",
+            "3s",
+            "--heartbeat-timeout",
+            "3s",
+        ])
+        .unwrap();
+        assert!(c.validate().unwrap_err().contains("--heartbeat-timeout"));
+        assert!(Config::try_parse_from(["master", "--max-batch-records", "0"]).is_err());
+        assert!(Config::try_parse_from(["master", "--notify-format", "xml"]).is_err());
+    }
+}

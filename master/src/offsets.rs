@@ -1,0 +1,330 @@
+//! The consumer group's offsets and the topic's watermarks, through one
+//! librdkafka client that never subscribes and never reads a record: it
+//! reads committed offsets at start, commits positions once the console has
+//! flushed the notifications before them, and fetches watermarks (for lag)
+//! and the partition count (for new partitions).
+//!
+//! librdkafka calls block, so each runs on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use common::cli::KafkaArgs;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::actor::Command;
+use crate::notifier::Checkpoint;
+
+/// Attempts of the final commit at shutdown before giving up.
+const FINAL_COMMIT_ATTEMPTS: u32 = 5;
+
+/// Where a partition starts: the group's committed offset if there is one,
+/// else the partition's earliest offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub partition: i32,
+    pub committed: Option<i64>,
+    pub position: i64,
+}
+
+/// What the offsets side knows, for GetStats.
+#[derive(Debug, Clone, Default)]
+pub struct OffsetsView {
+    /// Offset committed for the group, per partition (absent: none yet).
+    pub committed: BTreeMap<i32, i64>,
+    /// Last high watermark fetched, per partition (absent: unknown).
+    pub high_watermarks: BTreeMap<i32, i64>,
+}
+
+/// The group's offsets client for one topic.
+pub struct Offsets {
+    consumer: Arc<BaseConsumer>,
+    topic: String,
+    timeout: Duration,
+}
+
+impl Offsets {
+    /// A client of consumer group `group`; connects lazily.
+    pub fn new(args: &KafkaArgs, group: &str) -> anyhow::Result<Self> {
+        let consumer: BaseConsumer = common::kafka::committer_config(args, group)
+            .create()
+            .map_err(common::kafka::Error::Config)
+            .with_context(|| format!("creating the offsets client of group {group}"))?;
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            topic: args.topic.clone(),
+            timeout: args.connect_timeout,
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&BaseConsumer, &str, Duration) -> T + Send + 'static,
+    ) -> T {
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let timeout = self.timeout;
+        tokio::task::spawn_blocking(move || f(&consumer, &topic, timeout))
+            .await
+            .expect("Kafka client call panicked")
+    }
+
+    /// Partition count of the topic, `None` if it does not exist.
+    pub async fn partition_count(&self) -> KafkaResult<Option<usize>> {
+        self.blocking(|c, topic, timeout| {
+            let md = c.fetch_metadata(Some(topic), timeout)?;
+            Ok(md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map(|t| t.partitions().len()))
+        })
+        .await
+    }
+
+    /// Start positions of `partitions`: committed offset, else earliest.
+    pub async fn starts(&self, partitions: Vec<i32>) -> KafkaResult<Vec<Start>> {
+        self.blocking(move |c, topic, timeout| {
+            let mut tpl = TopicPartitionList::new();
+            for &p in &partitions {
+                tpl.add_partition(topic, p);
+            }
+            let committed = c.committed_offsets(tpl, timeout)?;
+            partitions
+                .iter()
+                .map(|&p| {
+                    let committed =
+                        committed
+                            .find_partition(topic, p)
+                            .and_then(|e| match e.offset() {
+                                Offset::Offset(o) if o >= 0 => Some(o),
+                                _ => None,
+                            });
+                    let position = match committed {
+                        Some(o) => o,
+                        None => c.fetch_watermarks(topic, p, timeout)?.0,
+                    };
+                    Ok(Start {
+                        partition: p,
+                        committed,
+                        position,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Commits `offsets` (next offset to read, per partition) synchronously.
+    pub async fn commit(&self, offsets: BTreeMap<i32, i64>) -> KafkaResult<()> {
+        self.blocking(move |c, topic, _| {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in offsets {
+                tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+            }
+            c.commit(&tpl, CommitMode::Sync)
+        })
+        .await
+    }
+
+    /// High watermarks of `partitions`; partitions that fail are left out.
+    pub async fn high_watermarks(&self, partitions: Vec<i32>) -> BTreeMap<i32, i64> {
+        self.blocking(move |c, topic, timeout| {
+            // Serve the client's queued events (errors, logs); it has no records.
+            let _ = c.poll(Duration::ZERO);
+            // Lag is informative: skip a partition rather than wait long.
+            let timeout = timeout.min(Duration::from_secs(1));
+            partitions
+                .into_iter()
+                .filter_map(|p| match c.fetch_watermarks(topic, p, timeout) {
+                    Ok((_, high)) => Some((p, high)),
+                    Err(e) => {
+                        debug!(partition = p, error = %e, "high watermark unavailable");
+                        None
+                    }
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+/// Commits every flushed checkpoint: the partitions whose position differs
+/// from what Kafka has. Ends when the notifier drops `flushed`, after
+/// committing its last checkpoint (retried a few times).
+pub async fn committer(
+    offsets: Arc<Offsets>,
+    mut flushed: watch::Receiver<Option<Checkpoint>>,
+    view: watch::Sender<OffsetsView>,
+) -> anyhow::Result<()> {
+    while flushed.changed().await.is_ok() {
+        let checkpoint = flushed.borrow_and_update().clone();
+        if let Some(positions) = checkpoint {
+            if let Err(e) = commit_changed(&offsets, &positions, &view).await {
+                // The next checkpoint retries: it still differs.
+                warn!(error = %e, "commit failed; retrying at the next checkpoint");
+            }
+        }
+    }
+
+    let last = flushed.borrow().clone();
+    let Some(positions) = last else {
+        return Ok(());
+    };
+    let mut attempt = 1;
+    loop {
+        match commit_changed(&offsets, &positions, &view).await {
+            Ok(_) => {
+                info!(?positions, "offsets committed at shutdown");
+                return Ok(());
+            }
+            Err(e) if attempt < FINAL_COMMIT_ATTEMPTS => {
+                warn!(error = %e, attempt, "final commit failed; retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                error!(error = %e, ?positions, "final commit failed: a restarted master will notify again from the last committed offsets");
+                return Err(e).context("committing the final offsets");
+            }
+        }
+    }
+}
+
+/// Commits the positions that differ from the committed ones; returns how
+/// many partitions it committed.
+async fn commit_changed(
+    offsets: &Offsets,
+    positions: &Checkpoint,
+    view: &watch::Sender<OffsetsView>,
+) -> KafkaResult<usize> {
+    let changed: BTreeMap<i32, i64> = {
+        let v = view.borrow();
+        positions
+            .iter()
+            .filter(|(p, o)| v.committed.get(p) != Some(o))
+            .map(|(p, o)| (*p, *o))
+            .collect()
+    };
+    if changed.is_empty() {
+        return Ok(0);
+    }
+    offsets.commit(changed.clone()).await?;
+    debug!(?changed, "committed");
+    let n = changed.len();
+    view.send_modify(|v| v.committed.extend(changed));
+    Ok(n)
+}
+
+/// Refreshes the high watermarks of the checkpointed partitions every
+/// `interval`, for GetStats, apart from the commits so a slow broker never
+/// delays a commit.
+pub async fn watch_watermarks(
+    offsets: Arc<Offsets>,
+    flushed: watch::Receiver<Option<Checkpoint>>,
+    view: watch::Sender<OffsetsView>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let partitions: Vec<i32> = flushed
+            .borrow()
+            .as_ref()
+            .map(|c| c.keys().copied().collect())
+            .unwrap_or_default();
+        if partitions.is_empty() {
+            continue;
+        }
+        let highs = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            highs = offsets.high_watermarks(partitions) => highs,
+        };
+        view.send_modify(|v| v.high_watermarks.extend(highs));
+    }
+}
+
+/// Re-reads the topic's partition count every `interval`; new partitions
+/// go to the coordinator at their start positions.
+pub async fn watch_partitions(
+    offsets: Arc<Offsets>,
+    mut known: usize,
+    commands: mpsc::Sender<Command>,
+    view: watch::Sender<OffsetsView>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let count = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            count = offsets.partition_count() => count,
+        };
+        let count = match count {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                warn!(topic = %offsets.topic, "input topic not found in metadata");
+                continue;
+            }
+            Err(e) => {
+                warn!(topic = %offsets.topic, error = %e, "could not re-read the partition count");
+                continue;
+            }
+        };
+        if count <= known {
+            if count < known {
+                warn!(topic = %offsets.topic, count, known, "topic reports fewer partitions than before; keeping them");
+            }
+            continue;
+        }
+        let new: Vec<i32> = (known as i32..count as i32).collect();
+        let starts = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            starts = offsets.starts(new) => starts,
+        };
+        let starts = match starts {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "could not read start offsets of new partitions; retrying");
+                continue;
+            }
+        };
+        info!(topic = %offsets.topic, from = known, to = count, "partitions added");
+        view.send_modify(|v| {
+            v.committed.extend(
+                starts
+                    .iter()
+                    .filter_map(|s| s.committed.map(|c| (s.partition, c))),
+            )
+        });
+        let positions = starts.iter().map(|s| (s.partition, s.position)).collect();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            sent = commands.send(Command::AddPartitions(positions)) => {
+                if sent.is_err() {
+                    return;
+                }
+            }
+        }
+        known = count;
+    }
+}

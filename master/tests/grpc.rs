@@ -1,0 +1,627 @@
+//! The master in-process against the real 3-broker test cluster, driven by
+//! fake workers made of the generated gRPC client: assignment, fencing,
+//! exact counts, the console lines, and the group's committed offsets as
+//! Kafka itself reports them.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use common::classify::Kind;
+use common::pb::{self, session_request::Body, session_response};
+use serde_json::Value;
+use support::*;
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+
+fn heartbeat(progress: &[(i32, u64, i64)]) -> Body {
+    Body::Heartbeat(pb::Heartbeat {
+        progress: progress
+            .iter()
+            .map(
+                |&(partition, generation, next_offset)| pb::PartitionProgress {
+                    partition,
+                    generation,
+                    next_offset,
+                    high_watermark: -1,
+                },
+            )
+            .collect(),
+    })
+}
+
+async fn stats(m: &Master) -> pb::GetStatsResponse {
+    m.admin()
+        .await
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .expect("GetStats")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_gets_every_partition_and_its_results_are_notified_then_committed() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc");
+    let group = unique("master-grpc-group");
+    let config = config(&bootstrap, &topic, &group, &["--notify-format", "json"]);
+    topic_with_records(&config, 3, 5).await;
+    let m = Master::start(config).await;
+
+    let mut w = FakeWorker::connect(&m.url(), "fake-1")
+        .await
+        .expect("hello");
+    assert_eq!(w.welcome.worker_id, "fake-1");
+    assert_eq!(w.welcome.topic, topic);
+    assert_eq!(w.welcome.heartbeat_interval_ms, 500);
+    assert_eq!(w.welcome.max_batch_records, 500);
+    let assigns = w.assigns(3).await;
+    assert_eq!(assigns.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(assigns
+        .values()
+        .all(|a| a.start_offset == 0 && a.topic == topic));
+    let generations: BTreeSet<u64> = assigns.values().map(|a| a.generation).collect();
+    assert_eq!(generations.len(), 3, "one generation per assignment");
+
+    // Admin, health and reflection answer.
+    let mut admin = m.admin().await;
+    let list = admin
+        .list_assignments(pb::ListAssignmentsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.topic, topic);
+    assert_eq!(list.assignments.len(), 3);
+    for a in &list.assignments {
+        assert_eq!(a.owner, "fake-1");
+        assert_eq!(a.state, pb::AssignmentState::Assigned as i32);
+        assert_eq!(a.generation, assigns[&a.partition].generation);
+        assert_eq!(a.next_offset, 0);
+    }
+    let workers = admin
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0].worker_id, "fake-1");
+    assert_eq!(workers[0].partitions, [0, 1, 2]);
+    assert_eq!(
+        (workers[0].version.as_str(), workers[0].host.as_str()),
+        ("test", "test-host")
+    );
+    assert!(workers[0].peer.starts_with("127.0.0.1:"));
+    let mut health = HealthClient::new(m.channel().await);
+    for service in ["", "cyberday.v1.Coordinator", "cyberday.v1.Admin"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            ServingStatus::Serving as i32,
+            "health of {service:?}"
+        );
+    }
+    assert_reflection_lists_our_services(&m).await;
+
+    // Results: partition 0 has every outcome, partition 1 five purchases.
+    let g = |p: i32| assigns[&p].generation;
+    use pb::Outcome::*;
+    w.results(
+        0,
+        g(0),
+        vec![
+            result(0, Short),
+            result(1, Long),
+            result(2, NoPurchase),
+            result(3, Invalid),
+            result(4, Short),
+        ],
+    )
+    .await;
+    w.results(1, g(1), (0..5).map(|o| result(o, Short)).collect())
+        .await;
+    // Re-delivered offsets are suppressed; a zombie generation is rejected.
+    w.results(1, g(1), (3..5).map(|o| result(o, Long)).collect())
+        .await;
+    w.results(2, g(2) + 1000, (0..5).map(|o| result(o, Short)).collect())
+        .await;
+
+    let s = eventually("all results applied", || async {
+        let s = stats(&m).await;
+        (s.records_processed == 10 && s.stale_batches_rejected == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        (
+            s.notifications_short,
+            s.notifications_long,
+            s.no_purchase,
+            s.invalid,
+            s.duplicates_suppressed,
+            s.workers,
+            s.rebalances
+        ),
+        (7, 1, 1, 1, 2, 1, 1)
+    );
+
+    // Exactly one console line per purchase, with the documented keys.
+    let lines = eventually("8 notification lines", || async {
+        let lines = m.output.lines();
+        (lines.len() >= 8).then_some(lines)
+    })
+    .await;
+    assert_eq!(lines.len(), 8, "{lines:#?}");
+    let mut seen = BTreeSet::new();
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).expect("one JSON object per line");
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut expected = [
+            "kind",
+            "folio",
+            "nombre",
+            "email",
+            "productovisto",
+            "taps",
+            "partition",
+            "offset",
+            "worker",
+            "latency_ms",
+        ];
+        expected.sort();
+        let mut keys = keys.clone();
+        keys.sort();
+        assert_eq!(keys, expected);
+        assert_eq!(v["worker"], "fake-1");
+        assert_eq!(v["nombre"], "Valentina");
+        assert!(v["latency_ms"].as_i64().unwrap() >= 0);
+        let (p, o) = (
+            v["partition"].as_i64().unwrap(),
+            v["offset"].as_i64().unwrap(),
+        );
+        assert_eq!(v["folio"], format!("QZX-{o:04}"));
+        let kind = if (p, o) == (0, 1) { "long" } else { "short" };
+        assert_eq!(v["kind"], kind, "{line}");
+        assert!(seen.insert((p, o)), "notified twice: {line}");
+    }
+    let expected: BTreeSet<(i64, i64)> = [(0, 0), (0, 1), (0, 4)]
+        .into_iter()
+        .chain((0..5).map(|o| (1, o)))
+        .collect();
+    assert_eq!(seen, expected);
+
+    // Kafka has the group's offsets: past every notified record, and
+    // partition 2 (nothing accepted) at its start.
+    eventually("offsets committed", || async {
+        (committed(&bootstrap, &group, &topic, 3).await == [5, 5, 0]).then_some(())
+    })
+    .await;
+    // A heartbeat vouches for offsets without results (e.g. transaction markers).
+    w.send(heartbeat(&[(2, g(2), 5)])).await;
+    eventually("heartbeat progress committed", || async {
+        (committed(&bootstrap, &group, &topic, 3).await == [5, 5, 5]).then_some(())
+    })
+    .await;
+    let s = eventually("lag from watermarks", || async {
+        let s = stats(&m).await;
+        s.partitions
+            .iter()
+            .all(|p| p.high_watermark == 5)
+            .then_some(s)
+    })
+    .await;
+    for p in &s.partitions {
+        assert_eq!(
+            (p.owner.as_str(), p.committed_offset, p.lag),
+            ("fake-1", 5, 0)
+        );
+        assert_eq!(p.generation, g(p.partition));
+    }
+
+    m.stop().await;
+    // The session ends when the master stops.
+    match w.next().await {
+        Ok(None) => {}
+        Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status}"),
+        Ok(Some(other)) => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn assert_reflection_lists_our_services(m: &Master) {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(m.channel().await);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list from reflection v1");
+    };
+    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    for name in [
+        "cyberday.v1.Coordinator",
+        "cyberday.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(name), "reflection v1 lists {names:?}");
+    }
+
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(m.channel().await);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list from reflection v1alpha");
+    };
+    assert!(list
+        .service
+        .iter()
+        .any(|s| s.name == "cyberday.v1.Coordinator"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_takes_half_after_the_ack_and_everything_returns_when_it_leaves() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-move");
+    let group = unique("master-grpc-move-group");
+    let config = config(&bootstrap, &topic, &group, &[]);
+    topic_with_records(&config, 4, 0).await;
+    let m = Master::start(config).await;
+
+    let mut a = FakeWorker::connect(&m.url(), "a").await.unwrap();
+    let first = a.assigns(4).await;
+
+    // The same id again is refused while `a` lives.
+    let refused = FakeWorker::connect(&m.url(), "a")
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused}");
+
+    let mut b = FakeWorker::connect(&m.url(), "").await.unwrap();
+    assert_eq!(b.id.len(), 36, "the master names a worker without an id");
+    let revoked = a.revokes(2).await;
+    assert_eq!(revoked.keys().copied().collect::<Vec<_>>(), [2, 3]);
+    for (p, r) in &revoked {
+        assert_eq!(r.generation, first[p].generation);
+    }
+    // Still revoking: `b` waits, the admin view says so.
+    let list = m
+        .admin()
+        .await
+        .list_assignments(pb::ListAssignmentsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        list.assignments[3].state,
+        pb::AssignmentState::Revoking as i32
+    );
+
+    // `a` drains partition 3, then acknowledges both.
+    a.results(3, first[&3].generation, vec![result(0, pb::Outcome::Short)])
+        .await;
+    for (p, r) in &revoked {
+        a.send(Body::RevokeAck(pb::RevokeAck {
+            partition: *p,
+            generation: r.generation,
+            next_offset: if *p == 3 { 1 } else { 0 },
+        }))
+        .await;
+    }
+    let moved = b.assigns(2).await;
+    let newest = first.values().map(|x| x.generation).max().unwrap();
+    assert_eq!(moved[&3].start_offset, 1, "from where `a` stopped");
+    assert_eq!(moved[&2].start_offset, 0);
+    assert!(moved.values().all(|x| x.generation > newest));
+
+    // `a`'s zombie result for partition 3 is fenced; `b`'s is notified.
+    a.results(3, first[&3].generation, vec![result(1, pb::Outcome::Short)])
+        .await;
+    b.results(3, moved[&3].generation, vec![result(1, pb::Outcome::Long)])
+        .await;
+    let s = eventually("both batches applied", || async {
+        let s = stats(&m).await;
+        (s.records_processed == 2 && s.stale_batches_rejected == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        (s.notifications_short, s.notifications_long, s.workers),
+        (1, 1, 2)
+    );
+
+    // `b` leaves: `a` gets its partitions at once, from where `b` stopped.
+    b.send(Body::Leave(pb::Leave {
+        progress: vec![
+            pb::PartitionProgress {
+                partition: 2,
+                generation: moved[&2].generation,
+                next_offset: 0,
+                high_watermark: -1,
+            },
+            pb::PartitionProgress {
+                partition: 3,
+                generation: moved[&3].generation,
+                next_offset: 2,
+                high_watermark: -1,
+            },
+        ],
+    }))
+    .await;
+    let back = a.assigns(2).await;
+    assert_eq!(back[&3].start_offset, 2);
+    assert!(
+        b.next().await.unwrap().is_none(),
+        "b's session ends cleanly"
+    );
+
+    // `a` breaks its stream: with nobody left, every partition waits.
+    drop(a.hang_up());
+    eventually("no workers", || async {
+        let list = m
+            .admin()
+            .await
+            .list_assignments(pb::ListAssignmentsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        list.assignments
+            .iter()
+            .all(|x| x.state == pb::AssignmentState::Unassigned as i32)
+            .then_some(())
+    })
+    .await;
+
+    // Console: exactly the two accepted purchases, as Spanish text.
+    let lines = m.output.lines();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[0].starts_with("¡Gracias, Valentina! Tu compra de Colchón (folio QZX-0000)"));
+    assert!(lines[1]
+        .starts_with("Lamentamos la espera, Valentina: tu compra de Colchón (folio QZX-0001)"));
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_master_resumes_from_the_committed_offsets() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-restart");
+    let group = unique("master-grpc-restart-group");
+    // Commits only at start and at shutdown.
+    let config1 = config(&bootstrap, &topic, &group, &["--commit-interval", "10m"]);
+    topic_with_records(&config1, 2, 6).await;
+
+    let m = Master::start(config1).await;
+    let mut w = FakeWorker::connect(&m.url(), "w").await.unwrap();
+    let first = w.assigns(2).await;
+    w.results(
+        0,
+        first[&0].generation,
+        (0..4).map(|o| result(o, pb::Outcome::Short)).collect(),
+    )
+    .await;
+    eventually("results applied", || async {
+        (stats(&m).await.records_processed == 4).then_some(())
+    })
+    .await;
+    assert_eq!(committed(&bootstrap, &group, &topic, 2).await, [0, 0]);
+    // Stopping flushes and commits, without waiting for the next interval.
+    let output = m.output.clone();
+    m.stop().await;
+    drop(w);
+    assert_eq!(committed(&bootstrap, &group, &topic, 2).await, [4, 0]);
+
+    let expected: Vec<String> = (0..4)
+        .map(|o| {
+            let r = result(o, pb::Outcome::Short);
+            let p = r.purchase.unwrap();
+            common::notify::render_text(
+                Kind::Short,
+                &common::record::Purchase {
+                    id: p.id,
+                    nombre: p.nombre,
+                    apellido: p.apellido,
+                    edad: 30,
+                    email: p.email,
+                    telefono: String::new(),
+                    ubicacion: common::record::Ubicacion {
+                        direccion: String::new(),
+                        ciudad: String::new(),
+                        pais: String::new(),
+                    },
+                    productovisto: p.productovisto,
+                    taps: Some(p.taps),
+                    folio: Some(p.folio),
+                },
+            )
+        })
+        .collect();
+    assert_eq!(output.lines(), expected);
+
+    let m = Master::start(config(&bootstrap, &topic, &group, &[])).await;
+    let mut w = FakeWorker::connect(&m.url(), "w").await.unwrap();
+    let again = w.assigns(2).await;
+    assert_eq!(again[&0].start_offset, 4);
+    assert!(
+        again[&0].generation > first[&0].generation,
+        "generations keep increasing across restarts"
+    );
+    assert_eq!(again[&1].start_offset, 0);
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_violations_are_refused_with_the_right_code() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-proto");
+    let group = unique("master-grpc-proto-group");
+    let config = config(&bootstrap, &topic, &group, &[]);
+    topic_with_records(&config, 1, 0).await;
+    let m = Master::start(config).await;
+
+    // A session that does not start with hello.
+    let mut client = pb::coordinator_client::CoordinatorClient::connect(m.url())
+        .await
+        .unwrap();
+    let err = client
+        .session(tokio_stream::iter([request("x", 0, heartbeat(&[]))]))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+
+    // An oversized batch ends the session; its partition moves on.
+    let mut w = FakeWorker::connect(&m.url(), "big").await.unwrap();
+    let a = w.assigns(1).await;
+    w.results(
+        0,
+        a[&0].generation,
+        (0..501)
+            .map(|o| result(o, pb::Outcome::NoPurchase))
+            .collect(),
+    )
+    .await;
+    let err = loop {
+        match w.next().await {
+            Err(status) => break status,
+            Ok(Some(session_response::Body::Revoke(_) | session_response::Body::Assign(_))) => {}
+            Ok(other) => panic!("expected an error, got {other:?}"),
+        }
+    };
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("at most 500"), "{err}");
+    assert_eq!(stats(&m).await.records_processed, 0);
+
+    // A message naming another worker.
+    let mut w = FakeWorker::connect(&m.url(), "honest").await.unwrap();
+    w.assigns(1).await;
+    w.send_raw(request("someone-else", 0, heartbeat(&[]))).await;
+    let err = w.next().await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_input_topic_is_a_clear_error() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-missing");
+    let m = Master::start(config(&bootstrap, &topic, "unused", &[])).await;
+    let err = tokio::time::timeout(WAIT, m.task)
+        .await
+        .expect("master did not give up")
+        .unwrap()
+        .expect_err("no topic, no master");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&topic) && text.contains("does not exist"),
+        "{text}"
+    );
+    assert!(text.contains("producer"), "says how to create it: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_worker_is_ended_and_its_partitions_move() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-silent");
+    let group = unique("master-grpc-silent-group");
+    let config = config(
+        &bootstrap,
+        &topic,
+        &group,
+        &["--heartbeat-interval", "100ms", "--heartbeat-timeout", "1s"],
+    );
+    topic_with_records(&config, 2, 0).await;
+    let m = Master::start(config).await;
+
+    let mut silent = FakeWorker::connect(&m.url(), "silent").await.unwrap();
+    let mut alive = FakeWorker::connect(&m.url(), "alive").await.unwrap();
+    silent.assigns(2).await;
+    let revoked = silent.revokes(1).await;
+    let started = std::time::Instant::now();
+    // `alive` heartbeats; `silent` says nothing more, not even the ack.
+    let beat = {
+        let alive_id = alive.id.clone();
+        let tx = alive.sender();
+        tokio::spawn(async move {
+            loop {
+                if tx
+                    .send(request(&alive_id, 0, heartbeat(&[])))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let err = silent
+        .next()
+        .await
+        .expect_err("the silent session is ended");
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err}");
+    assert!(err.message().contains("heartbeat timeout"), "{err}");
+    let got = alive.assigns(2).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < std::time::Duration::from_secs(3),
+        "detected after {elapsed:?}"
+    );
+    assert!(got.contains_key(revoked.keys().next().unwrap()));
+    beat.abort();
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_partitions_are_assigned_within_seconds() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-grow");
+    let group = unique("master-grpc-grow-group");
+    let config = config(&bootstrap, &topic, &group, &[]);
+    topic_with_records(&config, 2, 0).await;
+    let admin: AdminClient<DefaultClientContext> =
+        common::kafka::admin_config(&config.kafka).create().unwrap();
+    let m = Master::start(config).await;
+    let mut w = FakeWorker::connect(&m.url(), "w").await.unwrap();
+    w.assigns(2).await;
+
+    let started = std::time::Instant::now();
+    let results = admin
+        .create_partitions([&NewPartitions::new(&topic, 4)], &AdminOptions::new())
+        .await
+        .expect("create_partitions");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let more = w.assigns(2).await;
+    assert_eq!(more.keys().copied().collect::<Vec<_>>(), [2, 3]);
+    assert!(
+        more.values().all(|a| a.start_offset == 0),
+        "from the earliest offset"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    m.stop().await;
+}

@@ -1,0 +1,693 @@
+//! Harness for the end-to-end tests in `tests/tests/`: they run the real
+//! `master`, `worker` and `producer` binaries as separate OS processes
+//! against the real 3-broker test cluster, then check what a user would.
+//!
+//! - [`test_bootstrap`], [`Cluster`], [`unique`]: the test cluster's address
+//!   (fails loudly when it is absent) and fresh names; also used by the
+//!   other crates' Kafka tests.
+//! - [`Proc`]: a child process, killed on drop, output captured to files.
+//! - [`Pipeline`]: a master and its workers on a fresh topic and group.
+//! - [`read_topic`], [`committed_offsets`], [`end_offsets`]: an independent
+//!   view of Kafka, sharing no code with the system under test.
+//! - [`Expected`], [`Notification`], [`check_exactly_once`]: the verdict.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::classify::{classify, Classification, Rules};
+use common::pb::admin_client::AdminClient;
+use common::pb::{GetStatsRequest, GetStatsResponse, ListAssignmentsRequest, PartitionAssignment};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+/// The test cluster's ports (deploy/local/test.sh starts it on these).
+pub const DEFAULT_TEST_BOOTSTRAP: &str = "127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094";
+
+/// Bootstrap servers of the test cluster (`CYBERDAY_TEST_BOOTSTRAP`, or the
+/// ports deploy/local/test.sh uses). Panics with how to start one when it is
+/// not reachable, so no test silently passes without Kafka. Every crate's
+/// Kafka tests start here.
+pub fn test_bootstrap() -> String {
+    let bootstrap =
+        std::env::var("CYBERDAY_TEST_BOOTSTRAP").unwrap_or_else(|_| DEFAULT_TEST_BOOTSTRAP.into());
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("metadata client");
+    if let Err(e) = consumer.fetch_metadata(None, Duration::from_secs(10)) {
+        panic!(
+            "no Kafka test cluster at {bootstrap} ({e}). Run the whole suite with \
+             deploy/local/test.sh, or start the test cluster with \
+             `KAFKA_PORT_BASE=39092 deploy/local/kafka.sh up` (or point \
+             CYBERDAY_TEST_BOOTSTRAP at another cluster)."
+        );
+    }
+    bootstrap
+}
+
+/// The Kafka cluster the tests run against.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub bootstrap: String,
+}
+
+impl Cluster {
+    /// The test cluster; see [`test_bootstrap`].
+    pub fn get() -> Self {
+        Self {
+            bootstrap: test_bootstrap(),
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions, RF 3, min.insync.replicas=2.
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        let args = self.kafka_args(topic);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(common::kafka::ensure_topic(&args, topic, partitions))
+            .expect("creating the test topic");
+    }
+
+    fn kafka_args(&self, topic: &str) -> common::cli::KafkaArgs {
+        common::cli::KafkaArgs {
+            bootstrap_servers: self.bootstrap.clone(),
+            topic: topic.into(),
+            options: vec![],
+            connect_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// A TCP port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where cargo put the workspace's binaries (next to this test's `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` \
+         (deploy/local/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A directory for this test's process output, kept after the run for reading.
+pub fn out_dir(test: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("e2e-logs")
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A child process whose stdout and stderr go to files; killed on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, dir: &Path, program: &Path, args: &[String]) -> Self {
+        let stdout = dir.join(format!("{name}.stdout"));
+        let stderr = dir.join(format!("{name}.stderr"));
+        let child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+        Self {
+            name: name.into(),
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL: no chance to drain, as a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+        false
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.kill9();
+        }
+    }
+}
+
+/// A master (JSON notifications) and workers on a fresh topic and group.
+pub struct Pipeline {
+    pub cluster: Cluster,
+    pub topic: String,
+    pub group: String,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub master: Option<Proc>,
+    /// Output files of every master run, in order (a restarted master adds one).
+    pub master_outputs: Vec<PathBuf>,
+    pub workers: Vec<Proc>,
+    master_runs: usize,
+}
+
+impl Pipeline {
+    /// Creates the topic (6 partitions) and starts the master.
+    pub fn start(test: &str, partitions: i32) -> Self {
+        let cluster = Cluster::get();
+        let topic = unique(test);
+        cluster.create_topic(&topic, partitions);
+        let mut p = Self {
+            cluster,
+            group: format!("{topic}-group"),
+            topic,
+            port: free_port(),
+            dir: out_dir(test),
+            master: None,
+            master_outputs: vec![],
+            workers: vec![],
+            master_runs: 0,
+        };
+        p.start_master();
+        p
+    }
+
+    pub fn master_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start_master(&mut self) {
+        self.master_runs += 1;
+        let args: Vec<String> = [
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+            "--bootstrap-servers",
+            &self.cluster.bootstrap,
+            "--topic",
+            &self.topic,
+            "--group",
+            &self.group,
+            "--notify-format",
+            "json",
+            "--heartbeat-timeout",
+            "2s",
+        ]
+        .map(String::from)
+        .to_vec();
+        let name = format!("master-{}", self.master_runs);
+        let proc = Proc::spawn(&name, &self.dir, &bin("master"), &args);
+        self.master_outputs.push(proc.stdout.clone());
+        self.master = Some(proc);
+        self.wait_for_master();
+    }
+
+    fn wait_for_master(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if block_on(AdminClient::connect(self.master_url())).is_ok() {
+                return;
+            }
+            let m = self.master.as_mut().unwrap();
+            assert!(m.is_running(), "master exited:\n{}", m.stderr_text());
+            assert!(Instant::now() < deadline, "master not listening after 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn start_worker(&mut self, id: &str) {
+        let args: Vec<String> = [
+            "--master",
+            &self.master_url(),
+            "--id",
+            id,
+            "--bootstrap-servers",
+            &self.cluster.bootstrap,
+        ]
+        .map(String::from)
+        .to_vec();
+        self.workers
+            .push(Proc::spawn(id, &self.dir, &bin("worker"), &args));
+    }
+
+    pub fn worker(&mut self, id: &str) -> &mut Proc {
+        self.workers.iter_mut().find(|w| w.name == id).unwrap()
+    }
+
+    /// Runs the producer to completion (it paces itself with `--rate`).
+    pub fn produce(&self, count: u64, rate: u32, seed: u64) -> std::process::Output {
+        let out = Command::new(bin("producer"))
+            .args([
+                "--bootstrap-servers",
+                &self.cluster.bootstrap,
+                "--topic",
+                &self.topic,
+            ])
+            .args(["--count", &count.to_string(), "--rate", &rate.to_string()])
+            .args(["--seed", &seed.to_string()])
+            .args([
+                "--no-purchase-ratio",
+                "0.3",
+                "--long-ratio",
+                "0.2",
+                "--invalid-ratio",
+                "0.02",
+            ])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("running the producer");
+        assert!(
+            out.status.success(),
+            "producer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Starts the producer in the background.
+    pub fn produce_in_background(&self, count: u64, rate: u32, seed: u64) -> Proc {
+        let args: Vec<String> = [
+            "--bootstrap-servers",
+            &self.cluster.bootstrap,
+            "--topic",
+            &self.topic,
+            "--count",
+            &count.to_string(),
+            "--rate",
+            &rate.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--no-purchase-ratio",
+            "0.3",
+            "--long-ratio",
+            "0.2",
+            "--invalid-ratio",
+            "0.02",
+        ]
+        .map(String::from)
+        .to_vec();
+        Proc::spawn("producer", &self.dir, &bin("producer"), &args)
+    }
+
+    pub fn stats(&self) -> GetStatsResponse {
+        block_on(async {
+            let mut c = AdminClient::connect(self.master_url()).await?;
+            Ok::<_, Box<dyn std::error::Error>>(c.get_stats(GetStatsRequest {}).await?.into_inner())
+        })
+        .expect("GetStats")
+    }
+
+    pub fn assignments(&self) -> Vec<PartitionAssignment> {
+        block_on(async {
+            let mut c = AdminClient::connect(self.master_url()).await?;
+            Ok::<_, Box<dyn std::error::Error>>(
+                c.list_assignments(ListAssignmentsRequest {})
+                    .await?
+                    .into_inner()
+                    .assignments,
+            )
+        })
+        .expect("ListAssignments")
+    }
+
+    /// Waits until the group's committed offsets reach the topic's end offsets.
+    pub fn wait_until_committed_to_end(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let end = end_offsets(&self.cluster, &self.topic);
+            let committed = committed_offsets(&self.cluster, &self.topic, &self.group);
+            if end.iter().all(|(p, e)| committed.get(p) == Some(e)) {
+                return;
+            }
+            if let Some(m) = self.master.as_mut() {
+                assert!(m.is_running(), "master exited:\n{}", m.stderr_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "committed offsets {committed:?} did not reach end offsets {end:?} in {timeout:?}; logs in {}",
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// SIGTERM everything; the master must exit cleanly.
+    pub fn stop(&mut self) {
+        for w in &mut self.workers {
+            w.terminate(Duration::from_secs(15));
+        }
+        if let Some(m) = self.master.as_mut() {
+            let clean = m.terminate(Duration::from_secs(15));
+            assert!(clean, "master did not exit cleanly:\n{}", m.stderr_text());
+        }
+    }
+
+    /// Every notification the master printed, over all its runs.
+    pub fn notifications(&self) -> Vec<Notification> {
+        self.master_outputs
+            .iter()
+            .flat_map(|path| {
+                let file = File::open(path).unwrap();
+                BufReader::new(file)
+                    .lines()
+                    .map(|l| l.unwrap())
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| Notification::parse(&l))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// One record as an independent consumer sees it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Record {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// High watermark of every partition of `topic`.
+pub fn end_offsets(cluster: &Cluster, topic: &str) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            (p.id(), high)
+        })
+        .collect()
+}
+
+/// Offsets committed by `group` on `topic` (partitions without a commit are absent).
+pub fn committed_offsets(cluster: &Cluster, topic: &str, group: &str) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in end_offsets(cluster, topic).keys() {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every record of `topic` up to its current end offsets.
+pub fn read_topic(cluster: &Cluster, topic: &str) -> Vec<Record> {
+    let end = end_offsets(cluster, topic);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .set("group.id", "e2e-reader") // needed by librdkafka even for assign; never committed
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in end.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut next: HashMap<i32, i64> = end.keys().map(|p| (*p, 0)).collect();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while end.iter().any(|(p, e)| next[p] < *e) {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.expect("consuming");
+        next.insert(m.partition(), m.offset() + 1);
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+    out
+}
+
+/// What the input topic says must happen.
+#[derive(Debug, Default)]
+pub struct Expected {
+    /// (partition, offset) → (kind, folio) of every valid purchase.
+    pub purchases: BTreeMap<(i32, i64), (String, String)>,
+    pub no_purchase: usize,
+    /// (partition, offset) of every invalid record.
+    pub invalid: Vec<(i32, i64)>,
+}
+
+impl Expected {
+    pub fn from_topic(cluster: &Cluster, topic: &str) -> Self {
+        let mut e = Expected::default();
+        for r in read_topic(cluster, topic) {
+            match classify(&r.value, &Rules::default()) {
+                Classification::Purchase { kind, purchase } => {
+                    e.purchases.insert(
+                        (r.partition, r.offset),
+                        (kind.as_str().into(), purchase.folio.unwrap_or_default()),
+                    );
+                }
+                Classification::NoPurchase(_) => e.no_purchase += 1,
+                Classification::Invalid(_) => e.invalid.push((r.partition, r.offset)),
+            }
+        }
+        e
+    }
+}
+
+/// One line of the master's `--notify-format json` output.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub kind: String,
+    pub folio: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub worker: String,
+    pub latency_ms: f64,
+}
+
+impl Notification {
+    pub fn parse(line: &str) -> Self {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("master printed a line that is not JSON ({e}): {line}"));
+        for key in [
+            "kind",
+            "folio",
+            "nombre",
+            "email",
+            "productovisto",
+            "taps",
+            "partition",
+            "offset",
+            "worker",
+            "latency_ms",
+        ] {
+            assert!(v.get(key).is_some(), "notification without {key}: {line}");
+        }
+        Self {
+            kind: v["kind"].as_str().unwrap().into(),
+            folio: v["folio"].as_str().unwrap().into(),
+            partition: v["partition"].as_i64().unwrap() as i32,
+            offset: v["offset"].as_i64().unwrap(),
+            worker: v["worker"].as_str().unwrap().into(),
+            latency_ms: v["latency_ms"].as_f64().unwrap(),
+        }
+    }
+}
+
+/// How the notifications compare with what the input topic requires.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub missing: Vec<(i32, i64)>,
+    pub duplicated: Vec<(i32, i64)>,
+    /// Notified although not a valid purchase, or with the wrong kind/folio.
+    pub wrong: Vec<String>,
+}
+
+impl Verdict {
+    pub fn assert_exactly_once(&self) {
+        assert!(
+            self.missing.is_empty() && self.duplicated.is_empty() && self.wrong.is_empty(),
+            "{} missing (first {:?}), {} duplicated (first {:?}), {} wrong (first {:?})",
+            self.missing.len(),
+            self.missing.first(),
+            self.duplicated.len(),
+            self.duplicated.first(),
+            self.wrong.len(),
+            self.wrong.first()
+        );
+    }
+}
+
+pub fn check_exactly_once(expected: &Expected, notified: &[Notification]) -> Verdict {
+    let mut seen: HashMap<(i32, i64), usize> = HashMap::new();
+    let mut v = Verdict::default();
+    for n in notified {
+        let at = (n.partition, n.offset);
+        *seen.entry(at).or_default() += 1;
+        match expected.purchases.get(&at) {
+            Some((kind, folio)) if *kind == n.kind && *folio == n.folio => {}
+            other => v.wrong.push(format!("{n:?} expected {other:?}")),
+        }
+    }
+    for at in expected.purchases.keys() {
+        match seen.get(at).copied().unwrap_or(0) {
+            0 => v.missing.push(*at),
+            1 => {}
+            _ => v.duplicated.push(*at),
+        }
+    }
+    v
+}
+
+/// Checks the dead-letter topic holds every invalid record of the input with
+/// a reason; returns how many appear more than once.
+pub fn check_dead_letters(cluster: &Cluster, topic: &str, expected: &Expected) -> usize {
+    let dlq = read_topic(cluster, &format!("{topic}.DLQ"));
+    let mut seen: HashMap<(i32, i64), usize> = HashMap::new();
+    for r in &dlq {
+        let partition: i32 = r
+            .header("cyberday.source.partition")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("DLQ record without cyberday.source.partition: {r:?}"));
+        let offset: i64 = r
+            .header("cyberday.source.offset")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("DLQ record without cyberday.source.offset: {r:?}"));
+        let reason = r.header("cyberday.reason").unwrap_or_default();
+        assert!(!reason.is_empty(), "DLQ record without a reason: {r:?}");
+        *seen.entry((partition, offset)).or_default() += 1;
+    }
+    for at in &expected.invalid {
+        assert!(
+            seen.contains_key(at),
+            "invalid record {at:?} is not in the DLQ"
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        expected.invalid.len(),
+        "the DLQ holds records that are not invalid input"
+    );
+    seen.values().filter(|n| **n > 1).count()
+}

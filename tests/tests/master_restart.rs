@@ -1,0 +1,47 @@
+//! The master is killed with SIGKILL and restarted: the workers reconnect by
+//! themselves, processing resumes from the committed offsets, and every valid
+//! purchase is notified. Notifications printed after the last commit and
+//! before the crash are printed again (this test counts them); the durable
+//! Notifications topic is what makes the output exactly-once.
+
+use std::time::Duration;
+
+use e2e::*;
+
+#[test]
+fn a_restarted_master_resumes_from_committed_offsets() {
+    let mut p = Pipeline::start("e2e-master", 6);
+    p.start_worker("w1");
+    p.start_worker("w2");
+    let mut producer = p.produce_in_background(20_000, 2_000, 13);
+    std::thread::sleep(Duration::from_secs(4));
+
+    p.master.as_mut().unwrap().kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(producer.is_running(), "the crash happened mid-stream");
+    p.start_master();
+
+    let _ = producer.child.wait();
+    p.wait_until_committed_to_end(Duration::from_secs(180));
+    let stats = p.stats();
+    assert_eq!(stats.workers, 2, "both workers reconnected by themselves");
+    for w in ["w1", "w2"] {
+        assert!(p.worker(w).is_running(), "{w} survived the master's crash");
+    }
+    p.stop();
+
+    let expected = Expected::from_topic(&p.cluster, &p.topic);
+    let verdict = check_exactly_once(&expected, &p.notifications());
+    assert!(
+        verdict.missing.is_empty(),
+        "{} valid purchases never notified",
+        verdict.missing.len()
+    );
+    assert!(verdict.wrong.is_empty(), "{:?}", verdict.wrong.first());
+    eprintln!(
+        "notifications printed twice around the master crash: {} of {}",
+        verdict.duplicated.len(),
+        expected.purchases.len()
+    );
+    check_dead_letters(&p.cluster, &p.topic, &expected);
+}

@@ -1,0 +1,162 @@
+//! The worker's command line; every flag also reads an environment variable.
+
+use std::time::Duration;
+
+use clap::Parser;
+use common::classify::Rules;
+use common::cli::{parse_duration, KafkaArgs, LogArgs};
+use tonic::transport::Uri;
+
+/// Reads the partitions the master assigns, classifies every purchase,
+/// writes invalid records to `<topic>.DLQ` and streams the results back to
+/// the master.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "worker", version)]
+pub struct Config {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    /// The master's gRPC address (`http://host:port`; a bare `host:port`
+    /// means http).
+    #[arg(long, env = "WORKER_MASTER", default_value = "http://127.0.0.1:50051",
+          value_parser = parse_master)]
+    pub master: Uri,
+
+    /// This worker's id, as ListWorkers shows it. When not given the master
+    /// assigns one.
+    #[arg(long, env = "WORKER_ID", value_parser = parse_id)]
+    pub id: Option<String>,
+
+    /// Longest a result waits before its batch is sent, e.g. 5ms. The size of
+    /// a batch comes from the master.
+    #[arg(long, env = "WORKER_BATCH_LINGER", default_value = "5ms", value_parser = parse_duration)]
+    pub batch_linger: Duration,
+
+    /// Purchases that took at least this many minutes are long.
+    #[arg(long, env = "LONG_THRESHOLD_MIN", default_value_t = common::classify::DEFAULT_LONG_THRESHOLD_MIN,
+          value_parser = parse_threshold)]
+    pub long_threshold_min: f64,
+
+    /// Records larger than this many bytes are invalid (`oversized`).
+    #[arg(long, env = "MAX_RECORD_BYTES", default_value_t = common::classify::DEFAULT_MAX_RECORD_BYTES,
+          value_parser = parse_max_bytes)]
+    pub max_record_bytes: usize,
+}
+
+impl Config {
+    /// The classification rule's tunables.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            long_threshold_min: self.long_threshold_min,
+            max_record_bytes: self.max_record_bytes,
+        }
+    }
+}
+
+/// Parses the master's address; only plain-text HTTP/2 is built in.
+pub fn parse_master(s: &str) -> Result<Uri, String> {
+    let s = s.trim();
+    let with_scheme = if s.contains("://") {
+        s.to_owned()
+    } else {
+        format!("http://{s}")
+    };
+    let uri: Uri = with_scheme
+        .parse()
+        .map_err(|e| format!("expected an address like http://master:50051, got '{s}': {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(format!(
+                "scheme '{other}' in '{s}' is not supported; use http://host:port"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "expected an address like http://master:50051, got '{s}'"
+            ))
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("no host in '{s}'; expected http://host:port"));
+    }
+    Ok(uri)
+}
+
+fn parse_id(s: &str) -> Result<String, String> {
+    let id = s.trim();
+    if id.is_empty() {
+        Err("the worker id must not be blank (leave --id out to let the master choose)".into())
+    } else {
+        Ok(id.to_owned())
+    }
+}
+
+fn parse_threshold(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && t > 0.0 => Ok(t),
+        _ => Err(format!("expected a positive number of minutes, got '{s}'")),
+    }
+}
+
+fn parse_max_bytes(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive number of bytes, got '{s}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::try_parse_from(["worker"]).unwrap();
+        assert_eq!(c.master, "http://127.0.0.1:50051");
+        assert_eq!(c.id, None);
+        assert_eq!(c.batch_linger, Duration::from_millis(5));
+        assert_eq!(c.rules(), Rules::default());
+    }
+
+    #[test]
+    fn flags() {
+        let c = Config::try_parse_from([
+            "worker",
+            "--master",
+            "master.cyberday:6000",
+            "--id",
+            "w-7",
+            "--batch-linger",
+            "20ms",
+            "--long-threshold-min",
+            "12.5",
+            "--max-record-bytes",
+            "1000",
+        ])
+        .unwrap();
+        assert_eq!(c.master, "http://master.cyberday:6000/");
+        assert_eq!(c.id.as_deref(), Some("w-7"));
+        assert_eq!(c.batch_linger, Duration::from_millis(20));
+        assert_eq!(c.rules().long_threshold_min, 12.5);
+        assert_eq!(c.rules().max_record_bytes, 1000);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for args in [
+            ["worker", "--master", "https://m:1"],
+            ["worker", "--master", "http://"],
+            ["worker", "--id", "  "],
+            ["worker", "--long-threshold-min", "0"],
+            ["worker", "--long-threshold-min", "NaN"],
+            ["worker", "--max-record-bytes", "0"],
+            ["worker", "--batch-linger", "soon"],
+        ] {
+            assert!(Config::try_parse_from(args).is_err(), "{args:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The Cyberday worker: reads the partitions the master assigns, classifies
+//! every purchase and streams the results back.
+//!
+//! - [`config`]: flags and environment variables.
+//! - [`session`]: connecting to the master (with backoff) and serving one
+//!   `Session` stream: assign, revoke, results, heartbeats, leave.
+//! - [`partitions`]: the one Kafka consumer and the partitions it owns.
+//! - [`batch`]: per-partition batching of results, by size and linger,
+//!   holding back what the dead-letter topic has not confirmed.
+//! - [`dlq`]: the dead-letter producer for invalid records.
+//! - [`backoff`]: exponential backoff between reconnection attempts.
+//! - [`run`]: the whole worker, until its shutdown token is cancelled.
+
+pub mod backoff;
+pub mod batch;
+pub mod config;
+pub mod dlq;
+pub mod partitions;
+pub mod session;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use config::Config;
+
+/// Runs the worker until `shutdown` is cancelled, then hands its partitions
+/// back to the master (`leave`) and returns. Losing the master is not an
+/// error: the worker reconnects until shutdown. Errors are only for what
+/// retrying cannot fix at start (Kafka unreachable, bad client settings).
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    common::kafka::fetch_metadata(&config.kafka, None)
+        .await
+        .context("checking Kafka")?;
+    let mut parts = partitions::Partitions::new(&config.kafka)
+        .map_err(common::kafka::Error::Config)
+        .context("creating the Kafka consumer")?;
+    let dlq = dlq::Dlq::new(&config.kafka)
+        .map_err(common::kafka::Error::Config)
+        .context("creating the dead-letter producer")?;
+    tracing::info!(
+        master = %config.master,
+        id = config.id.as_deref().unwrap_or("(from the master)"),
+        bootstrap = config.kafka.bootstrap_servers,
+        "worker starting"
+    );
+    session::run(&config, &mut parts, &dlq, &shutdown).await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
