@@ -348,6 +348,11 @@ mod tests {
             &record_with(&[("taps", json!("12.5"))]),
             "missing_or_mistyped",
         );
+        assert_code(
+            &record_with(&[("taps", json!("NaN"))]),
+            "missing_or_mistyped",
+        );
+        assert_code(&with_taps_literal("NaN", r#""ABC-1234""#), "not_json");
         for taps in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.1] {
             let p = Purchase {
                 taps: Some(taps),

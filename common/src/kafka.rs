@@ -64,6 +64,37 @@ pub fn producer_config(args: &KafkaArgs) -> ClientConfig {
     c
 }
 
+/// Settings for the master's transactional producer, which writes the
+/// notifications and dead letters and commits the group's offsets in one
+/// Kafka transaction. `transactional_id` must stay the same across restarts
+/// of one logical master.
+pub fn transactional_producer_config(args: &KafkaArgs, transactional_id: &str) -> ClientConfig {
+    let mut c = base_config(args);
+    // One stable id per logical master: `init_transactions` under it aborts
+    // whatever a previous instance left open and fences that instance, so a
+    // zombie master can never commit again.
+    c.set("transactional.id", transactional_id);
+    // Required by transactions: retries after a lost response neither
+    // duplicate nor reorder records.
+    c.set("enable.idempotence", "true");
+    // A write counts only once every in-sync replica has it (RF 3,
+    // min.insync.replicas=2: survives the loss of any one broker).
+    c.set("acks", "all");
+    // A master that hangs or dies mid-transaction has it aborted by the
+    // brokers after this long, so read_committed readers and the group's
+    // offsets are never held back for longer. Far above the commit interval;
+    // librdkafka also bounds its message timeout by it.
+    c.set("transaction.timeout.ms", "30000");
+    // Dead letters carry hostile records whole; the brokers' own limit is
+    // what decides (the master truncates a dead letter they refuse).
+    c.set("message.max.bytes", "16777216");
+    // Throughput: small batching delay and cheap compression.
+    c.set("linger.ms", "5");
+    c.set("compression.type", "lz4");
+    apply_overrides(&mut c, args);
+    c
+}
+
 /// Settings for a worker's consumer, which reads exactly the partitions the
 /// master gives it (`assign`, never `subscribe`) and never commits.
 pub fn worker_consumer_config(args: &KafkaArgs) -> ClientConfig {
@@ -84,13 +115,16 @@ pub fn worker_consumer_config(args: &KafkaArgs) -> ClientConfig {
 }
 
 /// Settings for the master's client of consumer group `group`: it never
-/// consumes, only reads and commits the group's offsets.
+/// subscribes nor consumes; it reads the group's committed offsets and lends
+/// its group metadata to the transactional producer, which commits them.
 pub fn committer_config(args: &KafkaArgs, group: &str) -> ClientConfig {
     let mut c = base_config(args);
     c.set("group.id", group);
-    // Offsets move only when the notifications before them are out.
+    // Offsets move only inside the transaction that writes the output for them.
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
+    // Reading committed offsets waits for a pending transactional commit of
+    // them to settle, instead of returning a value that may still be aborted.
     c.set("isolation.level", "read_committed");
     apply_overrides(&mut c, args);
     c

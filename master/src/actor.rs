@@ -1,9 +1,14 @@
 //! The task that owns the [`Coordinator`]: it takes commands from the gRPC
 //! handlers and the metadata watcher through one bounded channel, applies
 //! them in order, sends `welcome` / `assign` / `revoke` down each session's
-//! bounded response channel, hands notifications to the console, and every
-//! commit interval hands the console a checkpoint of positions to commit
-//! once they are flushed.
+//! bounded response channel, hands notifications to the console at once and,
+//! with the dead letters, to the transactional output; every commit interval
+//! it hands the output a checkpoint of positions to commit with them.
+//!
+//! Everything it sends the output carries its epoch. When the output aborts
+//! a transaction it publishes a [`Rewind`] with a new epoch: the actor
+//! rewinds the coordinator to the committed offsets, and the output drops
+//! whatever older-epoch messages are still queued.
 //!
 //! When it is busy the channel fills, the session handlers wait to send,
 //! and HTTP/2 flow control pushes back on the workers.
@@ -14,14 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::pb;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::coordinator::{Coordinator, Effects, Hello, SessionId, Snapshot, WorkerMsg};
+use crate::coordinator::{now_ms, Coordinator, Effects, Hello, SessionId, Snapshot, WorkerMsg};
 use crate::error::{Error, Result};
-use crate::notifier::NotifierMsg;
+use crate::notifier::{Notice, Notices};
+use crate::output::{self, OutputMsg, Rewind};
 
 /// Capacity of the command channel into the actor.
 pub const COMMAND_CAPACITY: usize = 64;
@@ -79,24 +85,50 @@ struct Session {
     in_flight: Arc<AtomicUsize>,
 }
 
-/// The console is gone (stdout failed); nothing more can be notified.
-#[derive(Debug)]
-pub struct NotifierGone;
+/// An output the actor feeds is gone; nothing more can be notified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Gone {
+    #[error("the console stopped before the coordinator")]
+    Console,
+    #[error("the transactional output stopped before the coordinator")]
+    Output,
+}
 
-/// Runs until `shutdown` is cancelled (or the console fails), then ends
+/// Where the actor's output goes.
+pub struct Sinks {
+    /// The console: notifications as soon as they are accepted.
+    pub console: mpsc::Sender<Notices>,
+    /// The transactional output: notifications, dead letters, checkpoints.
+    pub output: mpsc::Sender<OutputMsg>,
+    /// Room in bytes in the output's queue ([`output::QUEUE_BYTES`]).
+    pub output_room: Arc<Semaphore>,
+    /// Rewinds published by the output after an aborted transaction.
+    pub rewinds: watch::Receiver<Rewind>,
+}
+
+/// Runs until `shutdown` is cancelled (or an output fails), then ends
 /// every session with `unavailable` and sends the final checkpoint.
 pub async fn run(
     core: Coordinator,
     mut commands: mpsc::Receiver<Command>,
-    notifier: mpsc::Sender<NotifierMsg>,
+    sinks: Sinks,
     liveness_every: Duration,
     commit_every: Duration,
     shutdown: CancellationToken,
-) -> std::result::Result<(), NotifierGone> {
+) -> std::result::Result<(), Gone> {
+    let Sinks {
+        console,
+        output,
+        output_room,
+        mut rewinds,
+    } = sinks;
     let mut actor = Actor {
         core,
         sessions: HashMap::new(),
-        notifier,
+        console,
+        output,
+        output_room,
+        epoch: rewinds.borrow_and_update().epoch,
     };
     let mut liveness = tokio::time::interval(liveness_every);
     liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -111,6 +143,13 @@ pub async fn run(
             _ = shutdown.cancelled() => break Ok(()),
             _ = liveness.tick() => actor.expire().await,
             _ = checkpoint.tick() => actor.checkpoint().await,
+            changed = rewinds.changed() => match changed {
+                Ok(()) => {
+                    let rewind = rewinds.borrow_and_update().clone();
+                    actor.rewind(rewind).await
+                }
+                Err(_) => Err(Gone::Output),
+            },
             command = commands.recv() => match command {
                 Some(command) => actor.handle(command).await,
                 None => break Ok(()),
@@ -133,20 +172,44 @@ pub async fn run(
 struct Actor {
     core: Coordinator,
     sessions: HashMap<SessionId, Session>,
-    notifier: mpsc::Sender<NotifierMsg>,
+    console: mpsc::Sender<Notices>,
+    output: mpsc::Sender<OutputMsg>,
+    output_room: Arc<Semaphore>,
+    /// The output's epoch this actor works in (see [`Rewind`]).
+    epoch: u64,
 }
 
 impl Actor {
-    /// Hands the console the current positions: committed once flushed.
-    async fn checkpoint(&mut self) -> std::result::Result<(), NotifierGone> {
-        self.notifier
-            .send(NotifierMsg::Checkpoint(self.core.positions()))
+    /// Hands the output the current positions, to commit with everything
+    /// sent before them.
+    async fn checkpoint(&mut self) -> std::result::Result<(), Gone> {
+        self.output
+            .send(OutputMsg::Checkpoint {
+                epoch: self.epoch,
+                positions: self.core.positions(),
+            })
             .await
-            .map_err(|_| NotifierGone)
+            .map_err(|_| Gone::Output)
+    }
+
+    /// The output aborted a transaction: start over from the committed
+    /// offsets, in the new epoch.
+    async fn rewind(&mut self, rewind: Rewind) -> std::result::Result<(), Gone> {
+        if rewind.epoch <= self.epoch {
+            return Ok(());
+        }
+        warn!(
+            epoch = rewind.epoch,
+            committed = ?rewind.committed,
+            "transaction aborted: every partition starts over from its last committed offset"
+        );
+        self.epoch = rewind.epoch;
+        let fx = self.core.rewind(&rewind.committed);
+        self.apply(fx).await
     }
 
     /// Ends the sessions of silent workers.
-    async fn expire(&mut self) -> std::result::Result<(), NotifierGone> {
+    async fn expire(&mut self) -> std::result::Result<(), Gone> {
         // A worker whose message waits in the queue (or whose reader waits
         // for room in it) was heard from: a busy master must not take its
         // own backlog for a worker's silence.
@@ -159,7 +222,7 @@ impl Actor {
         self.apply(fx).await
     }
 
-    async fn handle(&mut self, command: Command) -> std::result::Result<(), NotifierGone> {
+    async fn handle(&mut self, command: Command) -> std::result::Result<(), Gone> {
         let fx = match command {
             Command::Hello {
                 hello,
@@ -209,7 +272,7 @@ impl Actor {
 
     /// Carries out effects; a session whose response channel is full is
     /// ended, which may produce more effects (its partitions move).
-    async fn apply(&mut self, mut fx: Effects) -> std::result::Result<(), NotifierGone> {
+    async fn apply(&mut self, mut fx: Effects) -> std::result::Result<(), Gone> {
         loop {
             let mut more = Effects::default();
             for (session, msg) in fx.messages {
@@ -235,11 +298,36 @@ impl Actor {
                     s.cancel.cancel();
                 }
             }
-            if !fx.notifications.is_empty() {
-                self.notifier
-                    .send(NotifierMsg::Notify(fx.notifications))
+            if !fx.notifications.is_empty() || !fx.dead_letters.is_empty() {
+                let now = now_ms();
+                let notices: Notices = fx
+                    .notifications
+                    .into_iter()
+                    .map(|n| Notice::new(n, now))
+                    .collect();
+                // The console first: it is the low-latency view.
+                if !notices.is_empty() {
+                    self.console
+                        .send(notices.clone())
+                        .await
+                        .map_err(|_| Gone::Console)?;
+                }
+                let weight = output::weight(&notices, &fx.dead_letters);
+                let room = self
+                    .output_room
+                    .clone()
+                    .acquire_many_owned(weight)
                     .await
-                    .map_err(|_| NotifierGone)?;
+                    .map_err(|_| Gone::Output)?;
+                self.output
+                    .send(OutputMsg::Records {
+                        epoch: self.epoch,
+                        notices,
+                        dead_letters: fx.dead_letters,
+                        room,
+                    })
+                    .await
+                    .map_err(|_| Gone::Output)?;
             }
             if more.is_empty() {
                 return Ok(());

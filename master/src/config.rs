@@ -7,8 +7,9 @@ use clap::{Parser, ValueEnum};
 use common::cli::{parse_duration, KafkaArgs, LogArgs};
 
 /// Assigns the partitions of the input topic to workers, fences stale
-/// results, prints one notification per purchase on stdout and commits the
-/// consumer group's offsets once those notifications are out.
+/// results, prints one notification per purchase on stdout, and writes the
+/// notifications and dead letters to Kafka in transactions that also commit
+/// the consumer group's offsets.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "master", version)]
 pub struct Config {
@@ -32,6 +33,19 @@ pub struct Config {
     #[arg(long, env = "NOTIFY_FORMAT", value_enum, default_value_t = NotifyFormat::Text)]
     pub notify_format: NotifyFormat,
 
+    /// Topic every notification is written to (key = folio, value = the
+    /// JSON object of `--notify-format json`), in the same Kafka transaction
+    /// as the group's offsets. Created when absent.
+    #[arg(long, env = "NOTIFICATIONS_TOPIC", default_value = "Notifications")]
+    pub notifications_topic: String,
+
+    /// Kafka `transactional.id` of the master's producer; keep it stable
+    /// across restarts. A master starting with the same id fences the
+    /// previous one (which then stops) and aborts what it left unfinished.
+    /// Default: `cyberday-notifier-master-<group>`.
+    #[arg(long, env = "MASTER_TRANSACTIONAL_ID")]
+    pub transactional_id: Option<String>,
+
     /// How often workers must send a heartbeat (told to them in `welcome`).
     #[arg(long, env = "MASTER_HEARTBEAT_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -45,9 +59,10 @@ pub struct Config {
     #[arg(long, env = "MASTER_REVOKE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub revoke_timeout: Duration,
 
-    /// How often stdout is flushed and the group's offsets committed (also
-    /// done once at shutdown).
-    #[arg(long, env = "MASTER_COMMIT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    /// How often the Kafka transaction (notifications, dead letters and the
+    /// group's offsets) is committed and the next one begun; also once at
+    /// shutdown. A read_committed reader sees output within about this long.
+    #[arg(long, env = "MASTER_COMMIT_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub commit_interval: Duration,
 
     /// How often the input topic's partition count is re-read; new partitions
@@ -72,6 +87,15 @@ pub enum NotifyFormat {
 }
 
 impl Config {
+    /// The producer's `transactional.id`: `--transactional-id`, or one
+    /// derived from the group, so one logical master keeps one id.
+    pub fn transactional_id(&self) -> String {
+        match &self.transactional_id {
+            Some(id) => id.clone(),
+            None => format!("cyberday-notifier-master-{}", self.group),
+        }
+    }
+
     /// Checks what clap cannot check flag by flag.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
@@ -94,6 +118,23 @@ impl Config {
         if self.group.trim().is_empty() {
             return Err("--group must not be empty".into());
         }
+        if self
+            .transactional_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return Err("--transactional-id must not be blank".into());
+        }
+        let output = self.notifications_topic.trim();
+        if output.is_empty() {
+            return Err("--notifications-topic must not be empty".into());
+        }
+        if output == self.kafka.topic || output == self.kafka.dlq_topic() {
+            return Err(format!(
+                "--notifications-topic {output} must differ from the input topic and its \
+                 dead-letter topic"
+            ));
+        }
         Ok(())
     }
 }
@@ -110,7 +151,12 @@ mod tests {
         assert_eq!(c.notify_format, NotifyFormat::Text);
         assert_eq!(c.heartbeat_interval, Duration::from_millis(500));
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(3));
-        assert_eq!(c.commit_interval, Duration::from_secs(1));
+        assert_eq!(c.commit_interval, Duration::from_millis(250));
+        assert_eq!(c.notifications_topic, "Notifications");
+        assert_eq!(
+            c.transactional_id(),
+            "cyberday-notifier-master-cyberday-notifier"
+        );
         assert_eq!(c.metadata_interval, Duration::from_secs(5));
         assert_eq!(c.max_batch_records, 500);
         c.validate().unwrap();
@@ -129,5 +175,24 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("--heartbeat-timeout"));
         assert!(Config::try_parse_from(["master", "--max-batch-records", "0"]).is_err());
         assert!(Config::try_parse_from(["master", "--notify-format", "xml"]).is_err());
+        for args in [
+            &["master", "--notifications-topic", "DataTopic"][..],
+            &["master", "--notifications-topic", "DataTopic.DLQ"],
+            &["master", "--notifications-topic", " "],
+            &["master", "--transactional-id", ""],
+        ] {
+            let c = Config::try_parse_from(args).unwrap();
+            assert!(c.validate().is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_transactional_id_follows_the_group_unless_given() {
+        let c = Config::try_parse_from(["master", "--group", "g1"]).unwrap();
+        assert_eq!(c.transactional_id(), "cyberday-notifier-master-g1");
+        let c = Config::try_parse_from(["master", "--group", "g1", "--transactional-id", "m-a"])
+            .unwrap();
+        assert_eq!(c.transactional_id(), "m-a");
+        c.validate().unwrap();
     }
 }

@@ -10,6 +10,11 @@
 //! `revoke_ack`, `leave` or death, `assign` to the next owner under a new
 //! generation from the master's position. A dead worker's partitions are
 //! reassigned at once.
+//!
+//! A rewind ([`Coordinator::rewind`]) follows an aborted Kafka transaction:
+//! every position goes back to the last committed offset and every partition
+//! is assigned again under a new generation, as after a restart, so nothing
+//! the aborted transaction held is lost and nothing after it is skipped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -61,7 +66,22 @@ pub struct Progress {
 pub enum Outcome {
     NoPurchase,
     Purchase(Kind, pb::PurchaseSummary),
-    Invalid,
+    Invalid(Box<Invalid>),
+}
+
+/// An invalid record as read, and why it is invalid: what its dead letter
+/// needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Invalid {
+    /// The reason's stable code, e.g. `bad_folio`.
+    pub code: String,
+    /// The reason in words.
+    pub detail: String,
+    /// Kafka's key and value; `None` is a Kafka null.
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// The record's headers, in order (`None`: a null header value).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// One record's result.
@@ -101,19 +121,32 @@ pub struct Notification {
     pub timestamp_ms: i64,
 }
 
+/// One invalid record to write to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub partition: i32,
+    pub offset: i64,
+    pub record: Box<Invalid>,
+}
+
 /// What the caller must do after an event, in this order: send the
 /// messages, close the sessions (with the error to report, if any), hand
-/// the notifications to the console.
+/// the notifications to the console and, with the dead letters, to the
+/// transactional output.
 #[derive(Debug, Default)]
 pub struct Effects {
     pub messages: Vec<(SessionId, pb::SessionResponse)>,
     pub closed: Vec<(SessionId, Option<Error>)>,
     pub notifications: Vec<Notification>,
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.closed.is_empty() && self.notifications.is_empty()
+        self.messages.is_empty()
+            && self.closed.is_empty()
+            && self.notifications.is_empty()
+            && self.dead_letters.is_empty()
     }
 }
 
@@ -174,6 +207,9 @@ impl Ownership {
 struct Partition {
     /// Next offset to notify: everything before it is notified.
     next_offset: i64,
+    /// Where this master started it (a rewind goes back here when nothing
+    /// was ever committed for it).
+    start: i64,
     ownership: Ownership,
 }
 
@@ -221,6 +257,7 @@ impl Coordinator {
                     p,
                     Partition {
                         next_offset,
+                        start: next_offset,
                         ownership: Ownership::Unassigned,
                     },
                 )
@@ -404,6 +441,7 @@ impl Coordinator {
                 info!(partition = p, next_offset, "new partition");
                 e.insert(Partition {
                     next_offset,
+                    start: next_offset,
                     ownership: Ownership::Unassigned,
                 });
                 added = true;
@@ -413,6 +451,46 @@ impl Coordinator {
         if added {
             self.rebalance(&mut fx, true);
         }
+        fx
+    }
+
+    /// An aborted transaction took back everything after `committed` (the
+    /// offsets of the last committed transaction; a partition absent from it
+    /// goes back to where this master started it). Every position returns
+    /// there, and every partition is assigned again under a new generation:
+    /// its owner, told by an `assign`, starts over from that offset, and
+    /// results of the old generations still on the way are fenced. A
+    /// partition being revoked is no longer read by its owner; it goes to
+    /// its next owner at once.
+    pub fn rewind(&mut self, committed: &BTreeMap<i32, i64>) -> Effects {
+        let mut fx = Effects::default();
+        for (&partition, part) in self.partitions.iter_mut() {
+            part.next_offset = committed.get(&partition).copied().unwrap_or(part.start);
+            match &part.ownership {
+                Ownership::Assigned { owner, generation } => {
+                    let old = *generation;
+                    let generation = next_generation(&mut self.last_generation);
+                    let session = self.workers[owner].session;
+                    info!(worker = %owner, partition, old_generation = old, generation, start_offset = part.next_offset, "rewound: assigned again from the last committed offset");
+                    fx.messages.push((
+                        session,
+                        response(Body::Assign(pb::Assign {
+                            topic: self.settings.topic.clone(),
+                            partition,
+                            start_offset: part.next_offset,
+                            generation,
+                        })),
+                    ));
+                    part.ownership = Ownership::Assigned {
+                        owner: owner.clone(),
+                        generation,
+                    };
+                }
+                Ownership::Revoking { .. } => part.ownership = Ownership::Unassigned,
+                Ownership::Unassigned => {}
+            }
+        }
+        self.rebalance(&mut fx, false);
         fx
     }
 
@@ -543,7 +621,14 @@ impl Coordinator {
             accepted += 1;
             match r.outcome {
                 Outcome::NoPurchase => self.stats.no_purchase += 1,
-                Outcome::Invalid => self.stats.invalid += 1,
+                Outcome::Invalid(record) => {
+                    self.stats.invalid += 1;
+                    fx.dead_letters.push(DeadLetter {
+                        partition: batch.partition,
+                        offset: r.offset,
+                        record,
+                    });
+                }
                 Outcome::Purchase(kind, purchase) => {
                     match kind {
                         Kind::Short => self.stats.notifications_short += 1,
@@ -938,7 +1023,13 @@ mod tests {
         let g = generation_of(&c, 0);
         let outcomes = [
             Outcome::NoPurchase,
-            Outcome::Invalid,
+            Outcome::Invalid(Box::new(Invalid {
+                code: "bad_folio".into(),
+                detail: "folio must look like ABC-1234".into(),
+                key: None,
+                value: Some(b"{}".to_vec()),
+                headers: vec![("h".into(), None)],
+            })),
             Outcome::Purchase(Kind::Long, purchase("LNG-0001")),
             Outcome::Purchase(Kind::Short, purchase("SHT-0001")),
             Outcome::NoPurchase,
@@ -967,6 +1058,12 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(Kind::Long, 12, "LNG-0001"), (Kind::Short, 13, "SHT-0001")]
         );
+        let [letter] = &fx.dead_letters[..] else {
+            panic!("{:?}", fx.dead_letters)
+        };
+        assert_eq!((letter.partition, letter.offset), (0, 11));
+        assert_eq!(letter.record.code, "bad_folio");
+        assert_eq!(letter.record.value.as_deref(), Some(&b"{}"[..]));
         let s = c.stats().clone();
         assert_eq!(
             (
@@ -1228,6 +1325,81 @@ mod tests {
             "known partitions keep their position"
         );
         assert_eq!(c.positions().len(), 4);
+    }
+
+    #[test]
+    fn a_rewind_goes_back_to_the_committed_offsets_under_new_generations() {
+        let mut c = master(3);
+        let (a, _) = join(&mut c, "a");
+        let (b, fx) = join(&mut c, "b");
+        let [revoked] = &revokes(&fx, a)[..] else {
+            panic!("{fx:?}")
+        };
+        let moving = revoked.partition;
+        let kept: Vec<i32> = (0..3).filter(|p| *p != moving).collect();
+        let old: BTreeMap<i32, u64> = (0..3).map(|p| (p, generation_of(&c, p))).collect();
+        for &p in &kept {
+            let from = 100 * i64::from(p);
+            c.message(a, shorts(p, old[&p], from..from + 10));
+        }
+        assert_eq!(c.stats().records_processed, 20);
+
+        // Only the first kept partition ever had a commit.
+        let committed: BTreeMap<i32, i64> = [(kept[0], 100 * i64::from(kept[0]) + 4)].into();
+        let fx = c.rewind(&committed);
+        let expected: BTreeMap<i32, i64> = (0..3)
+            .map(|p| (p, committed.get(&p).copied().unwrap_or(100 * i64::from(p))))
+            .collect();
+        assert_eq!(c.positions(), expected);
+
+        // The owner starts its partitions over, under new generations; the
+        // partition that was being revoked goes to `b` at once.
+        let again = assigns(&fx, a);
+        assert_eq!(
+            again
+                .iter()
+                .map(|x| (x.partition, x.start_offset))
+                .collect::<Vec<_>>(),
+            kept.iter().map(|p| (*p, expected[p])).collect::<Vec<_>>()
+        );
+        let newest = *old.values().max().unwrap();
+        assert!(again.iter().all(|x| x.generation > newest));
+        assert!(revokes(&fx, a).is_empty());
+        let [given] = &assigns(&fx, b)[..] else {
+            panic!("{fx:?}")
+        };
+        assert_eq!(
+            (given.partition, given.start_offset),
+            (moving, expected[&moving])
+        );
+        assert!(given.generation > newest);
+
+        // What was on the way under the old generations is fenced, and the
+        // old owner's late ack changes nothing.
+        let p = kept[0];
+        let fx = c.message(a, shorts(p, old[&p], expected[&p] + 10..expected[&p] + 12));
+        assert!(fx.notifications.is_empty());
+        assert_eq!(c.stats().stale_batches_rejected, 1);
+        c.message(
+            a,
+            WorkerMsg::RevokeAck(progress(moving, old[&moving], expected[&moving] + 50)),
+        );
+        assert_eq!(c.positions()[&moving], expected[&moving]);
+
+        // The new generation's results, from the committed offset, are
+        // notified again: not duplicates, nothing skipped.
+        let new_generation = again[0].generation;
+        let fx = c.message(a, shorts(p, new_generation, expected[&p]..expected[&p] + 2));
+        assert_eq!(
+            fx.notifications
+                .iter()
+                .map(|n| n.offset)
+                .collect::<Vec<_>>(),
+            [expected[&p], expected[&p] + 1]
+        );
+        assert_eq!(c.stats().duplicates_suppressed, 0);
+        let fx = c.message(b, shorts(moving, given.generation, [expected[&moving]]));
+        assert_eq!(fx.notifications.len(), 1);
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! The Cyberday notifier's master: assigns the partitions of the input
 //! topic to workers over gRPC, fences stale results, prints one notification
-//! per purchase and commits the consumer group's offsets after them.
+//! per purchase, and writes the notifications and dead letters to Kafka in
+//! transactions that also commit the consumer group's offsets.
 //!
 //! - [`config`]: flags and environment variables.
 //! - [`assignment`]: the pure, sticky, balanced partition assignment.
 //! - [`coordinator`]: the state and its rules (sessions, generations,
-//!   revoke → ack → assign, fencing, duplicate suppression, counters), as a
-//!   plain struct returning effects.
+//!   revoke → ack → assign, fencing, duplicate suppression, rewinds,
+//!   counters), as a plain struct returning effects.
 //! - [`actor`]: the task that owns the coordinator, fed by a bounded channel.
 //! - [`service`]: the `Coordinator` gRPC service workers call (an adapter).
 //! - [`admin`]: the `Admin` gRPC service operators call (an adapter).
-//! - [`notifier`]: the console output (text or JSON lines on stdout).
-//! - [`offsets`]: committed offsets, commits, watermarks, partition count.
+//! - [`notifier`]: the console output (text or JSON lines on stdout), a view.
+//! - [`output`]: the transactional producer: notifications topic, dead
+//!   letters and the group's offsets, committed together.
+//! - [`offsets`]: committed offsets at start, watermarks, partition count.
 //! - [`error`]: the error enum and its one mapping to `tonic::Status`.
 //! - [`run`] / [`serve`] / [`serve_to`]: start everything (binding `--listen`,
 //!   on a given listener, or writing notifications elsewhere than stdout);
@@ -25,6 +28,7 @@ pub mod coordinator;
 pub mod error;
 pub mod notifier;
 pub mod offsets;
+pub mod output;
 pub mod service;
 
 use std::io::Write;
@@ -43,10 +47,15 @@ use tracing::{info, warn};
 use config::Config;
 use coordinator::{Coordinator, Settings};
 use offsets::{Offsets, OffsetsView};
+use output::{Output, Rewind, Topics};
 
 /// How long open connections (sessions, health watches) may take to close
 /// after shutdown starts, before they are cut.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest message a worker may send. A batch holds about 1 MiB of results
+/// at most, but one invalid record travels whole, alone in its batch.
+const MAX_WORKER_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Binds `--listen` and serves until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -57,7 +66,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 /// Serves on `listener`, notifying on stdout, until `shutdown` is
-/// cancelled; then flushes and commits once more.
+/// cancelled; then commits the last transaction.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -66,7 +75,8 @@ pub async fn serve(
     serve_to(config, listener, shutdown, std::io::stdout()).await
 }
 
-/// As [`serve`], writing notifications to `output` instead of stdout (tests).
+/// As [`serve`], writing the console's notifications to `output` instead of
+/// stdout (tests).
 pub async fn serve_to<W: Write + Send + 'static>(
     config: Config,
     listener: TcpListener,
@@ -90,12 +100,34 @@ pub async fn serve_to<W: Write + Send + 'static>(
                 kafka.bootstrap_servers
             )
         })?;
-    let dlq = kafka.dlq_topic();
-    common::kafka::ensure_topic(kafka, &dlq, partitions as i32)
-        .await
-        .with_context(|| format!("preparing the dead-letter topic {dlq}"))?;
+    let topics = Topics {
+        input: topic.clone(),
+        notifications: config.notifications_topic.trim().to_owned(),
+        dlq: kafka.dlq_topic(),
+    };
+    for (what, name) in [
+        ("dead-letter", &topics.dlq),
+        ("notifications", &topics.notifications),
+    ] {
+        common::kafka::ensure_topic(kafka, name, partitions as i32)
+            .await
+            .with_context(|| format!("preparing the {what} topic {name}"))?;
+    }
 
     let offsets = Arc::new(Offsets::new(kafka, &config.group)?);
+    let group = offsets
+        .group_metadata()
+        .ok_or_else(|| anyhow!("no group metadata for group {}", config.group))?;
+    // Before reading the committed offsets: initialising transactions
+    // aborts what a previous instance left open, which settles them.
+    let transactional_id = config.transactional_id();
+    let out = {
+        let (kafka, id) = (kafka.clone(), transactional_id.clone());
+        tokio::task::spawn_blocking(move || Output::init(&kafka, &id, topics, group))
+            .await
+            .context("transactions task")?
+            .with_context(|| format!("initialising transactions as {transactional_id}"))?
+    };
     let starts = offsets
         .starts((0..partitions as i32).collect())
         .await
@@ -108,11 +140,12 @@ pub async fn serve_to<W: Write + Send + 'static>(
     for s in &starts {
         info!(partition = s.partition, committed = ?s.committed, start_offset = s.position, "start position");
     }
+    let committed: std::collections::BTreeMap<i32, i64> = starts
+        .iter()
+        .filter_map(|s| s.committed.map(|c| (s.partition, c)))
+        .collect();
     let (view_tx, view_rx) = watch::channel(OffsetsView {
-        committed: starts
-            .iter()
-            .filter_map(|s| s.committed.map(|c| (s.partition, c)))
-            .collect(),
+        committed: committed.clone(),
         high_watermarks: Default::default(),
     });
 
@@ -128,28 +161,38 @@ pub async fn serve_to<W: Write + Send + 'static>(
     );
 
     // Console: its own blocking thread; a failed write stops the master.
-    let (notify_tx, notify_rx) = mpsc::channel(notifier::QUEUE_CAPACITY);
-    let (flushed_tx, flushed_rx) = watch::channel(None);
+    let (console_tx, console_rx) = mpsc::channel(notifier::QUEUE_CAPACITY);
     let format = config.notify_format;
     let console_failed = stop.clone();
     let console = tokio::task::spawn_blocking(move || {
-        let result = notifier::run(notify_rx, output, format, flushed_tx);
+        let result = notifier::run(console_rx, output, format);
         if result.is_err() {
             console_failed.cancel();
         }
         result
     });
 
-    let committer = tokio::spawn(offsets::committer(
-        offsets.clone(),
-        flushed_rx.clone(),
-        view_tx.clone(),
-    ));
+    // The transactional output: its own blocking thread; a fatal error
+    // (fenced by a newer master) stops the master.
+    let (output_tx, output_rx) = mpsc::channel(output::QUEUE_CAPACITY);
+    let (rewind_tx, rewind_rx) = watch::channel(Rewind::default());
+    let output_failed = stop.clone();
+    let stopping = stop.clone();
+    let output_view = view_tx.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let result = out.run(committed, output_rx, rewind_tx, output_view, stopping);
+        if result.is_err() {
+            output_failed.cancel();
+        }
+        result
+    });
+
+    let (count_tx, count_rx) = watch::channel(partitions);
     let watermarks = tokio::spawn(offsets::watch_watermarks(
         offsets.clone(),
-        flushed_rx,
+        count_rx,
         view_tx.clone(),
-        config.commit_interval,
+        config.commit_interval.max(Duration::from_secs(1)),
         stop.clone(),
     ));
 
@@ -161,14 +204,19 @@ pub async fn serve_to<W: Write + Send + 'static>(
     let actor = tokio::spawn(actor::run(
         core,
         commands_rx,
-        notify_tx,
+        actor::Sinks {
+            console: console_tx,
+            output: output_tx,
+            output_room: Arc::new(tokio::sync::Semaphore::new(output::QUEUE_BYTES)),
+            rewinds: rewind_rx,
+        },
         liveness_every,
         config.commit_interval,
         stop.clone(),
     ));
     let metadata = tokio::spawn(offsets::watch_partitions(
         offsets.clone(),
-        partitions,
+        count_tx,
         commands.clone(),
         view_tx,
         config.metadata_interval,
@@ -182,14 +230,14 @@ pub async fn serve_to<W: Write + Send + 'static>(
     let _ = metadata.await;
     let _ = watermarks.await;
     let actor_result = actor.await.context("coordinator task")?;
+    let output_result = writer.await.context("output task")?;
     let console_result = console.await.context("console task")?;
-    let commit_result = committer.await.context("committer task")?;
-    served?;
+    // The cause first: a broken stdout also leaves the last transaction
+    // uncommitted; a fenced output leaves the console fine.
     console_result.context("writing notifications to stdout")?;
-    if actor_result.is_err() {
-        return Err(anyhow!("the console stopped before the coordinator"));
-    }
-    commit_result?;
+    output_result.context("writing to Kafka")?;
+    served?;
+    actor_result?;
     info!("master stopped");
     Ok(())
 }
@@ -209,7 +257,8 @@ async fn grpc(
         config.heartbeat_timeout,
         config.max_batch_records,
         shutdown.clone(),
-    ));
+    ))
+    .max_decoding_message_size(MAX_WORKER_MESSAGE);
     let admin = AdminServer::new(admin::AdminService::new(commands, offsets));
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -1,67 +1,69 @@
-//! The console notifier: the product's output. One line per notification
-//! on stdout, through a buffer that is flushed whenever the queue runs dry
-//! and before every checkpoint, so a checkpoint (and so a commit) never
-//! covers a line that is not yet written. The only code that writes to
-//! stdout; logs go to stderr.
+//! The console notifier: one line per notification on stdout, printed as
+//! soon as the coordinator accepts the result, through a buffer flushed
+//! whenever the queue runs dry. The only code that writes to stdout; logs go
+//! to stderr.
+//!
+//! The console is a view: the durable record is the notifications topic,
+//! written in Kafka transactions (see [`crate::output`]). Around a crash or
+//! an aborted transaction, the console may repeat the lines printed since
+//! the last commit; the topic never does.
 //!
 //! Runs on a blocking thread: a slow reader of stdout stalls this thread,
 //! then the bounded queue, then the coordinator, then the workers.
 
-use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
+use std::sync::Arc;
 
 use common::classify::Kind;
 use common::record::{Purchase, Ubicacion};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::config::NotifyFormat;
-use crate::coordinator::{now_ms, Notification};
+use crate::coordinator::Notification;
 
 /// Capacity of the queue into the notifier, in batches.
 pub const QUEUE_CAPACITY: usize = 64;
 
-/// Positions (next offset per partition) whose notifications are all written.
-pub type Checkpoint = BTreeMap<i32, i64>;
-
-/// What the coordinator hands the console.
-#[derive(Debug)]
-pub enum NotifierMsg {
-    /// Notifications of one accepted batch, in offset order.
-    Notify(Vec<Notification>),
-    /// Flush, then publish these positions for the committer.
-    Checkpoint(Checkpoint),
+/// An accepted notification with its JSON object, rendered once: the
+/// console's `json` lines and the notifications topic's values are the
+/// same bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub notification: Notification,
+    pub json: String,
 }
 
-/// Writes notifications until the queue closes. Every checkpoint is
-/// published on `flushed` after stdout is flushed. A write error ends it: a
-/// notifier that cannot write must not let offsets be committed.
+impl Notice {
+    /// Renders `n` as accepted at `now_ms`.
+    pub fn new(notification: Notification, now_ms: i64) -> Self {
+        let json = render_json(&notification, now_ms);
+        Self { notification, json }
+    }
+}
+
+/// The notifications of one accepted batch, in offset order, shared by the
+/// console and the transactional output.
+pub type Notices = Arc<[Notice]>;
+
+/// Writes notifications until the queue closes. A write error ends it (and
+/// the master: a product that cannot show its output should not run).
 pub fn run<W: Write>(
-    mut queue: mpsc::Receiver<NotifierMsg>,
+    mut queue: mpsc::Receiver<Notices>,
     out: W,
     format: NotifyFormat,
-    flushed: watch::Sender<Option<Checkpoint>>,
 ) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut line = String::new();
-    while let Some(msg) = queue.blocking_recv() {
-        let mut next = Some(msg);
+    while let Some(batch) = queue.blocking_recv() {
+        let mut next = Some(batch);
         // Drain what is queued, then flush once: one syscall per burst.
-        while let Some(msg) = next {
-            match msg {
-                NotifierMsg::Notify(batch) => {
-                    let now = now_ms();
-                    for n in &batch {
-                        line.clear();
-                        render(format, n, now, &mut line);
-                        line.push('\n');
-                        out.write_all(line.as_bytes())?;
-                    }
-                }
-                NotifierMsg::Checkpoint(positions) => {
-                    out.flush()?;
-                    flushed.send_replace(Some(positions));
-                }
+        while let Some(batch) = next {
+            for notice in batch.iter() {
+                line.clear();
+                render(format, notice, &mut line);
+                line.push('\n');
+                out.write_all(line.as_bytes())?;
             }
             next = queue.try_recv().ok();
         }
@@ -71,31 +73,38 @@ pub fn run<W: Write>(
 }
 
 /// One notification as one line (without the newline), into `line`.
-pub fn render(format: NotifyFormat, n: &Notification, now_ms: i64, line: &mut String) {
+pub fn render(format: NotifyFormat, notice: &Notice, line: &mut String) {
     match format {
-        NotifyFormat::Text => line.push_str(&common::notify::render_text(n.kind, &purchase(n))),
-        NotifyFormat::Json => {
-            let latency_ms = if n.timestamp_ms > 0 {
-                (now_ms - n.timestamp_ms).max(0)
-            } else {
-                0
-            };
-            let p = &n.purchase;
-            let json = JsonLine {
-                kind: n.kind,
-                folio: &p.folio,
-                nombre: &p.nombre,
-                email: &p.email,
-                productovisto: &p.productovisto,
-                taps: p.taps,
-                partition: n.partition,
-                offset: n.offset,
-                worker: &n.worker,
-                latency_ms,
-            };
-            line.push_str(&serde_json::to_string(&json).expect("plain struct serializes"));
-        }
+        NotifyFormat::Text => line.push_str(&common::notify::render_text(
+            notice.notification.kind,
+            &purchase(&notice.notification),
+        )),
+        NotifyFormat::Json => line.push_str(&notice.json),
     }
+}
+
+/// The JSON object of `--notify-format json` (and of the notifications
+/// topic); `latency_ms` is from the record's timestamp to `now_ms`.
+pub fn render_json(n: &Notification, now_ms: i64) -> String {
+    let latency_ms = if n.timestamp_ms > 0 {
+        (now_ms - n.timestamp_ms).max(0)
+    } else {
+        0
+    };
+    let p = &n.purchase;
+    let json = JsonLine {
+        kind: n.kind,
+        folio: &p.folio,
+        nombre: &p.nombre,
+        email: &p.email,
+        productovisto: &p.productovisto,
+        taps: p.taps,
+        partition: n.partition,
+        offset: n.offset,
+        worker: &n.worker,
+        latency_ms,
+    };
+    serde_json::to_string(&json).expect("plain struct serializes")
 }
 
 /// The `--notify-format json` line; field order is the output order.
@@ -141,7 +150,7 @@ fn purchase(n: &Notification) -> Purchase {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use common::pb::PurchaseSummary;
 
@@ -169,7 +178,11 @@ mod tests {
     #[test]
     fn text_is_the_common_sentence() {
         let mut line = String::new();
-        render(NotifyFormat::Text, &sample(Kind::Short), 0, &mut line);
+        render(
+            NotifyFormat::Text,
+            &Notice::new(sample(Kind::Short), 0),
+            &mut line,
+        );
         assert_eq!(
             line,
             "¡Gracias, Valentina! Tu compra de Colchón (folio QZX-0042) quedó lista en solo \
@@ -179,18 +192,18 @@ mod tests {
 
     #[test]
     fn json_has_exactly_the_documented_keys_in_order() {
-        let mut line = String::new();
-        render(NotifyFormat::Json, &sample(Kind::Long), 1_250, &mut line);
+        let notice = Notice::new(sample(Kind::Long), 1_250);
         assert_eq!(
-            line,
+            notice.json,
             r#"{"kind":"long","folio":"QZX-0042","nombre":"Valentina","email":"valentina.munoz@mail.com","productovisto":"Colchón","taps":12.3,"partition":2,"offset":41,"worker":"w-1","latency_ms":250}"#
         );
+        let mut line = String::new();
+        render(NotifyFormat::Json, &notice, &mut line);
+        assert_eq!(line, notice.json, "the console prints the topic's value");
         // Unknown timestamps and clock skew never give a negative latency.
         let mut n = sample(Kind::Short);
         n.timestamp_ms = 5_000;
-        line.clear();
-        render(NotifyFormat::Json, &n, 1_000, &mut line);
-        assert!(line.ends_with(r#""latency_ms":0}"#), "{line}");
+        assert!(render_json(&n, 1_000).ends_with(r#""latency_ms":0}"#));
     }
 
     #[derive(Clone, Default)]
@@ -207,19 +220,16 @@ mod tests {
     }
 
     #[test]
-    fn checkpoints_are_published_after_the_lines_before_them() {
+    fn every_notification_is_one_line_in_order() {
         let (tx, rx) = mpsc::channel(8);
-        let (flushed_tx, flushed_rx) = watch::channel(None);
         let out = Shared::default();
-        tx.try_send(NotifierMsg::Notify(vec![
-            sample(Kind::Short),
-            sample(Kind::Long),
-        ]))
-        .unwrap();
-        tx.try_send(NotifierMsg::Checkpoint([(2, 42)].into()))
-            .unwrap();
+        let batch: Notices = [sample(Kind::Short), sample(Kind::Long)]
+            .into_iter()
+            .map(|n| Notice::new(n, 0))
+            .collect();
+        tx.try_send(batch).unwrap();
         drop(tx);
-        run(rx, out.clone(), NotifyFormat::Text, flushed_tx).unwrap();
+        run(rx, out.clone(), NotifyFormat::Text).unwrap();
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert!(text
@@ -227,7 +237,6 @@ mod tests {
             .nth(1)
             .unwrap()
             .starts_with("Lamentamos la espera, Valentina"));
-        assert_eq!(*flushed_rx.borrow(), Some([(2, 42)].into()));
     }
 
     struct Broken;
@@ -242,15 +251,11 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_publishes_no_checkpoint() {
+    fn a_failed_write_ends_the_notifier() {
         let (tx, rx) = mpsc::channel(8);
-        let (flushed_tx, flushed_rx) = watch::channel(None);
-        tx.try_send(NotifierMsg::Notify(vec![sample(Kind::Short)]))
-            .unwrap();
-        tx.try_send(NotifierMsg::Checkpoint([(2, 42)].into()))
+        tx.try_send(Arc::from(vec![Notice::new(sample(Kind::Short), 0)]))
             .unwrap();
         drop(tx);
-        assert!(run(rx, Broken, NotifyFormat::Text, flushed_tx).is_err());
-        assert_eq!(*flushed_rx.borrow(), None);
+        assert!(run(rx, Broken, NotifyFormat::Text).is_err());
     }
 }

@@ -1,8 +1,9 @@
 //! The consumer group's offsets and the topic's watermarks, through one
 //! librdkafka client that never subscribes and never reads a record: it
-//! reads committed offsets at start, commits positions once the console has
-//! flushed the notifications before them, and fetches watermarks (for lag)
-//! and the partition count (for new partitions).
+//! reads committed offsets at start, lends its group metadata to the
+//! transactional producer (which commits the offsets, see
+//! [`crate::output`]), and fetches watermarks (for lag) and the partition
+//! count (for new partitions).
 //!
 //! librdkafka calls block, so each runs on the blocking pool.
 
@@ -12,19 +13,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::cli::KafkaArgs;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::actor::Command;
-use crate::notifier::Checkpoint;
-
-/// Attempts of the final commit at shutdown before giving up.
-const FINAL_COMMIT_ATTEMPTS: u32 = 5;
 
 /// Where a partition starts: the group's committed offset if there is one,
 /// else the partition's earliest offset.
@@ -63,6 +60,13 @@ impl Offsets {
             topic: args.topic.clone(),
             timeout: args.connect_timeout,
         })
+    }
+
+    /// The group's metadata for `send_offsets_to_transaction`. This client
+    /// never joins the group, so it carries the group id alone, which is
+    /// all a transactional offset commit of a non-subscribing group needs.
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
     }
 
     async fn blocking<T: Send + 'static>(
@@ -123,18 +127,6 @@ impl Offsets {
         .await
     }
 
-    /// Commits `offsets` (next offset to read, per partition) synchronously.
-    pub async fn commit(&self, offsets: BTreeMap<i32, i64>) -> KafkaResult<()> {
-        self.blocking(move |c, topic, _| {
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in offsets {
-                tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
-            }
-            c.commit(&tpl, CommitMode::Sync)
-        })
-        .await
-    }
-
     /// High watermarks of `partitions`; partitions that fail are left out.
     pub async fn high_watermarks(&self, partitions: Vec<i32>) -> BTreeMap<i32, i64> {
         self.blocking(move |c, topic, timeout| {
@@ -157,79 +149,12 @@ impl Offsets {
     }
 }
 
-/// Commits every flushed checkpoint: the partitions whose position differs
-/// from what Kafka has. Ends when the notifier drops `flushed`, after
-/// committing its last checkpoint (retried a few times).
-pub async fn committer(
-    offsets: Arc<Offsets>,
-    mut flushed: watch::Receiver<Option<Checkpoint>>,
-    view: watch::Sender<OffsetsView>,
-) -> anyhow::Result<()> {
-    while flushed.changed().await.is_ok() {
-        let checkpoint = flushed.borrow_and_update().clone();
-        if let Some(positions) = checkpoint {
-            if let Err(e) = commit_changed(&offsets, &positions, &view).await {
-                // The next checkpoint retries: it still differs.
-                warn!(error = %e, "commit failed; retrying at the next checkpoint");
-            }
-        }
-    }
-
-    let last = flushed.borrow().clone();
-    let Some(positions) = last else {
-        return Ok(());
-    };
-    let mut attempt = 1;
-    loop {
-        match commit_changed(&offsets, &positions, &view).await {
-            Ok(_) => {
-                info!(?positions, "offsets committed at shutdown");
-                return Ok(());
-            }
-            Err(e) if attempt < FINAL_COMMIT_ATTEMPTS => {
-                warn!(error = %e, attempt, "final commit failed; retrying");
-                attempt += 1;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => {
-                error!(error = %e, ?positions, "final commit failed: a restarted master will notify again from the last committed offsets");
-                return Err(e).context("committing the final offsets");
-            }
-        }
-    }
-}
-
-/// Commits the positions that differ from the committed ones; returns how
-/// many partitions it committed.
-async fn commit_changed(
-    offsets: &Offsets,
-    positions: &Checkpoint,
-    view: &watch::Sender<OffsetsView>,
-) -> KafkaResult<usize> {
-    let changed: BTreeMap<i32, i64> = {
-        let v = view.borrow();
-        positions
-            .iter()
-            .filter(|(p, o)| v.committed.get(p) != Some(o))
-            .map(|(p, o)| (*p, *o))
-            .collect()
-    };
-    if changed.is_empty() {
-        return Ok(0);
-    }
-    offsets.commit(changed.clone()).await?;
-    debug!(?changed, "committed");
-    let n = changed.len();
-    view.send_modify(|v| v.committed.extend(changed));
-    Ok(n)
-}
-
-/// Refreshes the high watermarks of the checkpointed partitions every
-/// `interval`, for GetStats, apart from the commits so a slow broker never
-/// delays a commit.
+/// Refreshes the high watermarks of the topic's `partitions` (a count)
+/// every `interval`, for GetStats, apart from the commits so a slow broker
+/// never delays a commit.
 pub async fn watch_watermarks(
     offsets: Arc<Offsets>,
-    flushed: watch::Receiver<Option<Checkpoint>>,
+    partitions: watch::Receiver<usize>,
     view: watch::Sender<OffsetsView>,
     interval: Duration,
     shutdown: CancellationToken,
@@ -241,11 +166,7 @@ pub async fn watch_watermarks(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let partitions: Vec<i32> = flushed
-            .borrow()
-            .as_ref()
-            .map(|c| c.keys().copied().collect())
-            .unwrap_or_default();
+        let partitions: Vec<i32> = (0..*partitions.borrow() as i32).collect();
         if partitions.is_empty() {
             continue;
         }
@@ -261,12 +182,13 @@ pub async fn watch_watermarks(
 /// go to the coordinator at their start positions.
 pub async fn watch_partitions(
     offsets: Arc<Offsets>,
-    mut known: usize,
+    known_tx: watch::Sender<usize>,
     commands: mpsc::Sender<Command>,
     view: watch::Sender<OffsetsView>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    let mut known = *known_tx.borrow();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick.tick().await;
@@ -326,5 +248,6 @@ pub async fn watch_partitions(
             }
         }
         known = count;
+        known_tx.send_replace(count);
     }
 }

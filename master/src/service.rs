@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, instrument, warn};
 
 use crate::actor::{Accepted, Command};
-use crate::coordinator::{Batch, Hello, Outcome, Progress, Record, SessionId, WorkerMsg};
+use crate::coordinator::{Batch, Hello, Invalid, Outcome, Progress, Record, SessionId, WorkerMsg};
 use crate::error::Error;
 
 /// The Coordinator service.
@@ -215,7 +215,7 @@ pub fn check(
             }
             let mut records = Vec::with_capacity(b.results.len());
             let mut previous = -1;
-            for mut r in b.results {
+            for r in b.results {
                 if r.offset <= previous {
                     return invalid(format!(
                         "results of partition {} out of offset order ({} after {previous})",
@@ -226,7 +226,7 @@ pub fn check(
                 records.push(Record {
                     offset: r.offset,
                     timestamp_ms: r.timestamp_ms,
-                    outcome: outcome(b.partition, r.offset, r.outcome, r.purchase.take())?,
+                    outcome: outcome(b.partition, r)?,
                 });
             }
             Ok(WorkerMsg::Results(Batch {
@@ -258,15 +258,25 @@ fn progress(list: Vec<pb::PartitionProgress>) -> Result<Vec<Progress>, Error> {
         .collect()
 }
 
-fn outcome(
-    partition: i32,
-    offset: i64,
-    outcome: i32,
-    purchase: Option<pb::PurchaseSummary>,
-) -> Result<Outcome, Error> {
+fn outcome(partition: i32, r: pb::RecordResult) -> Result<Outcome, Error> {
+    let (offset, outcome) = (r.offset, r.outcome);
     let kind = match pb::Outcome::try_from(outcome) {
         Ok(pb::Outcome::NoPurchase) => return Ok(Outcome::NoPurchase),
-        Ok(pb::Outcome::Invalid) => return Ok(Outcome::Invalid),
+        Ok(pb::Outcome::Invalid) => {
+            // The dead letter says why; a reason without a code would not.
+            if r.invalid_code.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "partition {partition} offset {offset}: an INVALID result without invalid_code"
+                )));
+            }
+            return Ok(Outcome::Invalid(Box::new(Invalid {
+                code: r.invalid_code,
+                detail: r.invalid_detail,
+                key: r.key,
+                value: r.value,
+                headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+            })));
+        }
         Ok(pb::Outcome::Short) => Kind::Short,
         Ok(pb::Outcome::Long) => Kind::Long,
         Ok(pb::Outcome::Unspecified) | Err(_) => {
@@ -276,7 +286,7 @@ fn outcome(
             )))
         }
     };
-    match purchase {
+    match r.purchase {
         Some(p) => Ok(Outcome::Purchase(kind, p)),
         None => Err(Error::InvalidArgument(format!(
             "partition {partition} offset {offset}: a {kind} purchase without its purchase summary"

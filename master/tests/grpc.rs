@@ -1,7 +1,9 @@
 //! The master in-process against the real 3-broker test cluster, driven by
 //! fake workers made of the generated gRPC client: assignment, fencing,
-//! exact counts, the console lines, and the group's committed offsets as
-//! Kafka itself reports them.
+//! exact counts, the console lines, and what Kafka itself holds: the
+//! group's committed offsets, the notifications topic and the DLQ
+//! (read_committed), committed together in transactions; a rewind after an
+//! aborted transaction, and a second master fencing the first.
 
 mod support;
 
@@ -207,6 +209,46 @@ async fn one_worker_gets_every_partition_and_its_results_are_notified_then_commi
         (committed(&bootstrap, &group, &topic, 3).await == [5, 5, 5]).then_some(())
     })
     .await;
+
+    // Committed with those offsets: the notifications topic holds exactly
+    // the console's lines (the same bytes), keyed by folio ...
+    let mut printed = lines.clone();
+    printed.sort();
+    let notifications = format!("{topic}.notifications");
+    assert_eq!(committed_values(&bootstrap, &notifications).await, printed);
+    for r in read_committed(&bootstrap, &notifications).await {
+        let v: Value = serde_json::from_slice(&r.value).unwrap();
+        assert_eq!(
+            r.key.as_deref(),
+            Some(v["folio"].as_str().unwrap().as_bytes())
+        );
+    }
+    // ... and the DLQ the invalid record as the worker carried it, then why
+    // and where it came from.
+    let dlq = read_committed(&bootstrap, &format!("{topic}.DLQ")).await;
+    let [letter] = &dlq[..] else {
+        panic!("one dead letter expected: {dlq:?}")
+    };
+    let sent = result(3, Invalid);
+    assert_eq!(letter.key, sent.key);
+    assert_eq!(Some(&letter.value), sent.value.as_ref());
+    let headers: Vec<(String, String)> = letter
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8(v.clone()).unwrap()))
+        .collect();
+    let h = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        headers,
+        [
+            h("trace-id", "t-3"),
+            h("cyberday.reason", "bad_folio"),
+            h("cyberday.detail", "folio must look like ABC-1234"),
+            h("cyberday.source.topic", &topic),
+            h("cyberday.source.partition", "0"),
+            h("cyberday.source.offset", "3"),
+        ]
+    );
     let s = eventually("lag from watermarks", || async {
         let s = stats(&m).await;
         s.partitions
@@ -623,5 +665,278 @@ async fn new_partitions_are_assigned_within_seconds() {
         "from the earliest offset"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_graceful_stop_the_offsets_and_the_notifications_topic_agree() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-agree");
+    let group = unique("master-grpc-agree-group");
+    let notifications = format!("{topic}.notifications");
+    // One transaction for the whole run: committed only at shutdown.
+    let config = config(&bootstrap, &topic, &group, &["--commit-interval", "10m"]);
+    topic_with_records(&config, 2, 8).await;
+    let m = Master::start(config).await;
+    let mut w = FakeWorker::connect(&m.url(), "w").await.unwrap();
+    let a = w.assigns(2).await;
+    use pb::Outcome::*;
+    let outcomes = [Short, NoPurchase, Long, Invalid, Short, Short];
+    w.results(
+        0,
+        a[&0].generation,
+        outcomes
+            .iter()
+            .enumerate()
+            .map(|(o, k)| result(o as i64, *k))
+            .collect(),
+    )
+    .await;
+    w.results(
+        1,
+        a[&1].generation,
+        (0..3).map(|o| result(o, Long)).collect(),
+    )
+    .await;
+    // A heartbeat vouches for partition 1 up to 5 (offsets without output).
+    w.send(heartbeat(&[(1, a[&1].generation, 5)])).await;
+    eventually("results applied", || async {
+        (stats(&m).await.records_processed == 9).then_some(())
+    })
+    .await;
+    let printed = m.output.lines().len();
+    assert_eq!(printed, 7, "the console prints at once");
+
+    // Nothing is committed yet but the start positions (the first
+    // checkpoint, at start): a read_committed reader sees no notification.
+    assert!(committed_values(&bootstrap, &notifications)
+        .await
+        .is_empty());
+    assert_eq!(committed(&bootstrap, &group, &topic, 2).await, [0, 0]);
+
+    m.stop().await;
+    drop(w);
+
+    // The stop committed the one transaction: offsets and output together.
+    let offsets = committed(&bootstrap, &group, &topic, 2).await;
+    assert_eq!(offsets, [6, 5]);
+    let notified: Vec<(i64, i64)> = read_committed(&bootstrap, &notifications)
+        .await
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.value).unwrap();
+            (
+                v["partition"].as_i64().unwrap(),
+                v["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let expected: Vec<(i64, i64)> = [(0, 0), (0, 2), (0, 4), (0, 5), (1, 0), (1, 1), (1, 2)].into();
+    assert_eq!(notified, expected);
+    assert_eq!(
+        read_committed(&bootstrap, &notifications).await.len(),
+        expected.len(),
+        "each notification once"
+    );
+    // Every notified record lies before its partition's committed offset.
+    assert!(notified.iter().all(|(p, o)| *o < offsets[*p as usize]));
+    let dlq = read_committed(&bootstrap, &format!("{topic}.DLQ")).await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(
+        dlq[0].header("cyberday.source.offset").as_deref(),
+        Some("3")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_master_with_the_same_transactional_id_fences_the_first() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-fence");
+    let group = unique("master-grpc-fence-group");
+    let id = unique("master-grpc-fence-txn");
+    let notifications = format!("{topic}.notifications");
+    let first = config(&bootstrap, &topic, &group, &["--transactional-id", &id]);
+    topic_with_records(&first, 1, 4).await;
+    let m1 = Master::start(first).await;
+    let mut w1 = FakeWorker::connect(&m1.url(), "w1").await.unwrap();
+    let a1 = w1.assigns(1).await;
+    w1.results(0, a1[&0].generation, vec![result(0, pb::Outcome::Short)])
+        .await;
+    eventually("the first master commits", || async {
+        (committed(&bootstrap, &group, &topic, 1).await == [1]).then_some(())
+    })
+    .await;
+
+    // A second instance under the same id (a new pod while the old one
+    // lingers): serving means its init_transactions fenced the first.
+    let m2 = Master::start(config(
+        &bootstrap,
+        &topic,
+        &group,
+        &["--transactional-id", &id],
+    ))
+    .await;
+    let mut w2 = FakeWorker::connect(&m2.url(), "w2").await.unwrap();
+    let a2 = w2.assigns(1).await;
+    assert_eq!(a2[&0].start_offset, 1, "from the first master's commit");
+
+    // The zombie accepts one more result, but cannot commit it: it stops.
+    w1.results(0, a1[&0].generation, vec![result(1, pb::Outcome::Long)])
+        .await;
+    let err = tokio::time::timeout(WAIT, m1.task)
+        .await
+        .expect("the fenced master did not stop")
+        .unwrap()
+        .expect_err("a fenced master stops with an error");
+    let text = format!("{err:#}");
+    assert!(text.contains("fenced") && text.contains(&id), "{text}");
+
+    // Its last result never reached a read_committed reader, nor the offsets.
+    let values = committed_values(&bootstrap, &notifications).await;
+    assert_eq!(values.len(), 1, "{values:?}");
+    assert!(values[0].contains("\"offset\":0"), "{values:?}");
+    assert_eq!(committed(&bootstrap, &group, &topic, 1).await, [1]);
+
+    // The new master carries on from there.
+    w2.results(0, a2[&0].generation, vec![result(1, pb::Outcome::Long)])
+        .await;
+    eventually("the second master commits", || async {
+        (committed(&bootstrap, &group, &topic, 1).await == [2]).then_some(())
+    })
+    .await;
+    m2.stop().await;
+    assert_eq!(committed_values(&bootstrap, &notifications).await.len(), 2);
+}
+
+/// Bytes no compression shrinks.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_transaction_rewinds_to_the_committed_offsets_and_loses_nothing() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-rewind");
+    let group = unique("master-grpc-rewind-group");
+    let notifications = format!("{topic}.notifications");
+    let dlq_topic = format!("{topic}.DLQ");
+    // The fake worker sends no heartbeats of its own.
+    let config = config(&bootstrap, &topic, &group, &["--heartbeat-timeout", "60s"]);
+    topic_with_records(&config, 1, 6).await;
+    // A DLQ whose brokers refuse records over 100 kB: a dead letter larger
+    // than that makes the transaction abortable.
+    let admin: AdminClient<DefaultClientContext> =
+        common::kafka::admin_config(&config.kafka).create().unwrap();
+    let created = admin
+        .create_topics(
+            [&NewTopic::new(&dlq_topic, 1, TopicReplication::Fixed(3))
+                .set("max.message.bytes", "100000")],
+            &AdminOptions::new().operation_timeout(Some(WAIT)),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let m = Master::start(config).await;
+    let mut w = FakeWorker::connect(&m.url(), "w").await.unwrap();
+    let first = w.assigns(1).await[&0].clone();
+    w.results(0, first.generation, vec![result(0, pb::Outcome::Short)])
+        .await;
+    eventually("the first transaction commits", || async {
+        (committed(&bootstrap, &group, &topic, 1).await == [1]).then_some(())
+    })
+    .await;
+
+    use pb::Outcome::*;
+    let huge = noise(300_000);
+    let batch = || {
+        let mut invalid = result(2, Invalid);
+        invalid.value = Some(huge.clone());
+        vec![result(1, Short), invalid, result(3, Long)]
+    };
+    w.results(0, first.generation, batch()).await;
+    let sent = std::time::Instant::now();
+
+    // The brokers refuse the dead letter: the transaction is aborted and the
+    // partition assigned again, under a new generation, from the last
+    // committed offset; the worker reads again from there, and the dead
+    // letter now goes cut down. (librdkafka may need one more abort to
+    // reset the refused partition's sequence numbers; each is a rewind.)
+    let mut generation = first.generation;
+    let mut rewinds = 0;
+    loop {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), w.next()).await;
+        let Ok(next) = next else {
+            break;
+        };
+        let Ok(Some(session_response::Body::Assign(again))) = next else {
+            panic!("expected an assign, got {next:?}");
+        };
+        rewinds += 1;
+        eprintln!(
+            "rewind {rewinds}: {:?} after the refused batch",
+            sent.elapsed()
+        );
+        assert_eq!((again.partition, again.start_offset), (0, 1));
+        assert!(again.generation > generation);
+        if rewinds == 1 {
+            // What the old generation still sends is fenced.
+            w.results(0, generation, vec![result(4, Short)]).await;
+        }
+        generation = again.generation;
+        w.results(0, generation, batch()).await;
+    }
+    assert!((1..=3).contains(&rewinds), "{rewinds} rewinds");
+    eventually("the replay commits", || async {
+        (committed(&bootstrap, &group, &topic, 1).await == [4]).then_some(())
+    })
+    .await;
+
+    // The topic has every notification exactly once, the DLQ the record once.
+    let offsets: Vec<i64> = read_committed(&bootstrap, &notifications)
+        .await
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.value).unwrap();
+            v["offset"].as_i64().unwrap()
+        })
+        .collect();
+    assert_eq!(offsets, [0, 1, 3]);
+    let dlq = read_committed(&bootstrap, &dlq_topic).await;
+    let [letter] = &dlq[..] else {
+        panic!("one dead letter expected, got {}", dlq.len())
+    };
+    assert_eq!(
+        letter.header("cyberday.source.offset").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        letter.header("cyberday.reason").as_deref(),
+        Some("bad_folio")
+    );
+    assert_eq!(
+        letter.header("cyberday.truncated").as_deref(),
+        Some("300000")
+    );
+    assert_eq!(letter.value, huge[..master::output::TRUNCATED_VALUE_BYTES]);
+
+    // The console is a view: it printed the aborted lines, then again.
+    let s = stats(&m).await;
+    assert_eq!(s.stale_batches_rejected, 1);
+    let printed = m.output.lines().len();
+    assert_eq!(printed, 1 + 2 * (1 + rewinds), "{:#?}", m.output.lines());
     m.stop().await;
 }

@@ -7,11 +7,15 @@
 //!   other crates' Kafka tests.
 //! - [`Proc`]: a child process, killed on drop, output captured to files.
 //! - [`Pipeline`]: a master and its workers on a fresh topic and group.
-//! - [`read_topic`], [`committed_offsets`], [`end_offsets`]: an independent
-//!   view of Kafka, sharing no code with the system under test.
-//! - [`Expected`], [`Notification`], [`check_exactly_once`]: the verdict.
+//! - [`read_topic`], [`read_notifications`], [`committed_offsets`],
+//!   [`end_offsets`]: an independent view of Kafka (read_committed, as a
+//!   downstream consumer reads), sharing no code with the system under test.
+//! - [`Expected`], [`Notification`], [`check_exactly_once`],
+//!   [`check_dead_letters`]: the verdict.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod chaos;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -23,6 +27,7 @@ use common::classify::{classify, Classification, Rules};
 use common::pb::admin_client::AdminClient;
 use common::pb::{GetStatsRequest, GetStatsResponse, ListAssignmentsRequest, PartitionAssignment};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
@@ -213,6 +218,8 @@ pub struct Pipeline {
     pub cluster: Cluster,
     pub topic: String,
     pub group: String,
+    /// The master's `--notifications-topic`: `<topic>.notifications`.
+    pub notifications_topic: String,
     pub port: u16,
     pub dir: PathBuf,
     pub master: Option<Proc>,
@@ -231,6 +238,7 @@ impl Pipeline {
         let mut p = Self {
             cluster,
             group: format!("{topic}-group"),
+            notifications_topic: format!("{topic}.notifications"),
             topic,
             port: free_port(),
             dir: out_dir(test),
@@ -258,6 +266,8 @@ impl Pipeline {
             &self.topic,
             "--group",
             &self.group,
+            "--notifications-topic",
+            &self.notifications_topic,
             "--notify-format",
             "json",
             "--heartbeat-timeout",
@@ -412,6 +422,12 @@ impl Pipeline {
         }
     }
 
+    /// Every notification in the notifications topic, as a read_committed
+    /// consumer sees it (the durable record, unlike the console).
+    pub fn topic_notifications(&self) -> Vec<Notification> {
+        read_notifications(&self.cluster, &self.notifications_topic)
+    }
+
     /// Every notification the master printed, over all its runs.
     pub fn notifications(&self) -> Vec<Notification> {
         self.master_outputs
@@ -501,7 +517,10 @@ pub fn committed_offsets(cluster: &Cluster, topic: &str, group: &str) -> BTreeMa
         .collect()
 }
 
-/// Every record of `topic` up to its current end offsets.
+/// Every committed record of `topic` up to its current end offsets, as a
+/// read_committed consumer sees it: records of aborted transactions and
+/// transaction markers are skipped. With a transaction still open, it
+/// stops where the open transaction begins.
 pub fn read_topic(cluster: &Cluster, topic: &str) -> Vec<Record> {
     let end = end_offsets(cluster, topic);
     let consumer: BaseConsumer = ClientConfig::new()
@@ -509,24 +528,42 @@ pub fn read_topic(cluster: &Cluster, topic: &str) -> Vec<Record> {
         .set("group.id", "e2e-reader") // needed by librdkafka even for assign; never committed
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        // A transactional topic ends with markers no record stands for:
+        // the end is where the client says it is.
+        .set("enable.partition.eof", "true")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    for p in end.keys() {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+    let mut done = BTreeSet::new();
+    for (&p, &high) in &end {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
+        let (low, _) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        if low >= high {
+            done.insert(p);
+        }
     }
     consumer.assign(&tpl).unwrap();
-    let mut next: HashMap<i32, i64> = end.keys().map(|p| (*p, 0)).collect();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while end.iter().any(|(p, e)| next[p] < *e) {
+    while done.len() < end.len() {
         assert!(Instant::now() < deadline, "reading {topic} timed out");
         let Some(m) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let m = m.expect("consuming");
-        next.insert(m.partition(), m.offset() + 1);
+        let m = match m {
+            Ok(m) => m,
+            Err(KafkaError::PartitionEOF(p)) => {
+                done.insert(p);
+                continue;
+            }
+            Err(e) => panic!("consuming {topic}: {e}"),
+        };
+        if m.offset() + 1 >= end[&m.partition()] {
+            done.insert(m.partition());
+        }
         let headers = m
             .headers()
             .map(|h| {
@@ -575,7 +612,27 @@ impl Expected {
     }
 }
 
-/// One line of the master's `--notify-format json` output.
+/// Every notification in the notifications `topic`, read_committed. Each
+/// value must be one JSON object as the console prints it, keyed by folio.
+pub fn read_notifications(cluster: &Cluster, topic: &str) -> Vec<Notification> {
+    read_topic(cluster, topic)
+        .iter()
+        .map(|r| {
+            let value = std::str::from_utf8(&r.value)
+                .unwrap_or_else(|e| panic!("notification that is not UTF-8 ({e}): {r:?}"));
+            let n = Notification::parse(value);
+            assert_eq!(
+                r.key.as_deref(),
+                Some(n.folio.as_bytes()),
+                "a notification's key is its folio: {value}"
+            );
+            n
+        })
+        .collect()
+}
+
+/// One line of the master's `--notify-format json` output (or one value of
+/// the notifications topic: the same object).
 #[derive(Debug, Clone)]
 pub struct Notification {
     pub kind: String,
@@ -661,7 +718,7 @@ pub fn check_exactly_once(expected: &Expected, notified: &[Notification]) -> Ver
 }
 
 /// Checks the dead-letter topic holds every invalid record of the input with
-/// a reason; returns how many appear more than once.
+/// a reason (read_committed); returns how many appear more than once.
 pub fn check_dead_letters(cluster: &Cluster, topic: &str, expected: &Expected) -> usize {
     let dlq = read_topic(cluster, &format!("{topic}.DLQ"));
     let mut seen: HashMap<(i32, i64), usize> = HashMap::new();

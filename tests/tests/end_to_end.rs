@@ -1,6 +1,7 @@
 //! The whole pipeline, nothing failing: 20,000 records with a known mix,
 //! master + 2 workers as separate processes, every valid purchase notified
-//! exactly once, invalid records in the DLQ, offsets committed to the end.
+//! exactly once (on the console and in the notifications topic), every
+//! invalid record in the DLQ exactly once, offsets committed to the end.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -29,6 +30,9 @@ fn twenty_thousand_records_are_notified_exactly_once() {
         expected.purchases.len(),
         "no notification for no-purchase or invalid records"
     );
+    let in_topic = p.topic_notifications();
+    check_exactly_once(&expected, &in_topic).assert_exactly_once();
+    assert_eq!(in_topic.len(), expected.purchases.len());
     let workers: HashSet<_> = notified.iter().map(|n| n.worker.as_str()).collect();
     assert_eq!(
         workers,

@@ -1,5 +1,6 @@
 //! A third worker joins mid-stream: it receives a fair share (2 partitions of
-//! 6 each), and nothing is lost or repeated.
+//! 6 each), and nothing is lost or repeated, on the console or in the
+//! notifications topic.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -46,5 +47,10 @@ fn a_joining_worker_takes_a_fair_share_and_nothing_is_lost_or_repeated() {
         notified.iter().any(|n| n.worker == "w3"),
         "the new worker notified records"
     );
-    check_dead_letters(&p.cluster, &p.topic, &expected);
+    check_exactly_once(&expected, &p.topic_notifications()).assert_exactly_once();
+    assert_eq!(
+        check_dead_letters(&p.cluster, &p.topic, &expected),
+        0,
+        "no DLQ duplicates"
+    );
 }

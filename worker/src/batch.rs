@@ -1,11 +1,10 @@
 //! Per-partition batching of results, in offset order.
 //!
 //! A partition's results wait here until they go out as one
-//! [`ResultBatch`]: when `max_records` of them are ready, or when the oldest
-//! has waited `linger`. A result may be held back (an invalid record whose
-//! dead-letter write is not confirmed yet); it and everything after it in
-//! its partition wait until it is confirmed, so the stream never reports an
-//! offset out of order or an invalid record the dead-letter topic lacks.
+//! [`ResultBatch`]: when `max_records` of them are ready, when adding one
+//! more would pass `max_bytes` (encoded), or when the oldest has waited
+//! `linger`. A single result larger than `max_bytes` (an invalid record
+//! carried whole) goes alone.
 //!
 //! Pure: no I/O, the caller passes the time.
 
@@ -13,12 +12,18 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use common::pb::{RecordResult, ResultBatch};
+use prost::Message;
 use tokio::time::Instant;
+
+/// The default bound on a batch's encoded size: well under the master's
+/// limit on one message, big enough that ordinary results never reach it.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Unsent results of every open partition.
 #[derive(Debug)]
 pub struct Batcher {
     max_records: usize,
+    max_bytes: usize,
     linger: Duration,
     partitions: BTreeMap<i32, Unsent>,
 }
@@ -28,33 +33,52 @@ struct Unsent {
     /// Generation of the assignment the results were read under.
     generation: u64,
     entries: VecDeque<Entry>,
-    /// How many entries are held back.
-    held: usize,
+    /// Encoded size of `entries`.
+    bytes: usize,
 }
 
 #[derive(Debug)]
 struct Entry {
     result: RecordResult,
     added: Instant,
-    confirmed: bool,
+    bytes: usize,
+}
+
+/// What one result adds to an encoded batch: the result and its field's
+/// tag and length prefix.
+pub fn encoded_size(result: &RecordResult) -> usize {
+    let len = result.encoded_len();
+    len + 1 + prost::encoding::encoded_len_varint(len as u64)
 }
 
 impl Unsent {
-    /// How many results from the front may go out now.
-    fn ready(&self) -> usize {
-        if self.held == 0 {
-            self.entries.len()
-        } else {
-            self.entries.iter().take_while(|e| e.confirmed).count()
+    /// Whether a full batch (by count or by size) is waiting.
+    fn full(&self, max_records: usize, max_bytes: usize) -> bool {
+        self.entries.len() >= max_records || self.bytes > max_bytes
+    }
+
+    /// How many results from the front make the next batch: at most
+    /// `max_records`, within `max_bytes` unless the first alone is larger.
+    fn next_batch_len(&self, max_records: usize, max_bytes: usize) -> usize {
+        let mut bytes = 0;
+        let mut n = 0;
+        for e in self.entries.iter().take(max_records) {
+            if n > 0 && bytes + e.bytes > max_bytes {
+                break;
+            }
+            bytes += e.bytes;
+            n += 1;
         }
+        n
     }
 }
 
 impl Batcher {
-    /// `max_records` below one is taken as one.
-    pub fn new(max_records: usize, linger: Duration) -> Self {
+    /// `max_records` and `max_bytes` below one are taken as one.
+    pub fn new(max_records: usize, max_bytes: usize, linger: Duration) -> Self {
         Self {
             max_records: max_records.max(1),
+            max_bytes: max_bytes.max(1),
             linger,
             partitions: BTreeMap::new(),
         }
@@ -72,7 +96,7 @@ impl Batcher {
             Unsent {
                 generation,
                 entries: VecDeque::new(),
-                held: 0,
+                bytes: 0,
             },
         );
     }
@@ -84,16 +108,9 @@ impl Batcher {
         unsent.entries.front().map(|e| e.result.offset)
     }
 
-    /// Adds the next result of `partition`. `confirmed == false` holds it
-    /// (and every later result of the partition) back until [`Self::confirm`].
-    /// Returns false, dropping the result, if the partition is not open.
-    pub fn push(
-        &mut self,
-        partition: i32,
-        result: RecordResult,
-        confirmed: bool,
-        now: Instant,
-    ) -> bool {
+    /// Adds the next result of `partition`. Returns false, dropping the
+    /// result, if the partition is not open.
+    pub fn push(&mut self, partition: i32, result: RecordResult, now: Instant) -> bool {
         let Some(unsent) = self.partitions.get_mut(&partition) else {
             return false;
         };
@@ -104,60 +121,34 @@ impl Batcher {
                 .is_none_or(|e| e.result.offset < result.offset),
             "results must be pushed in offset order"
         );
+        let bytes = encoded_size(&result);
+        unsent.bytes += bytes;
         unsent.entries.push_back(Entry {
             result,
             added: now,
-            confirmed,
+            bytes,
         });
-        if !confirmed {
-            unsent.held += 1;
-        }
         true
     }
 
-    /// Releases the held-back result at `offset` of `partition`, if the
-    /// partition is still open under `generation`. Returns whether it was found.
-    pub fn confirm(&mut self, partition: i32, generation: u64, offset: i64) -> bool {
-        let Some(unsent) = self.partitions.get_mut(&partition) else {
-            return false;
-        };
-        if unsent.generation != generation {
-            return false;
-        }
-        // Entries are in offset order.
-        match unsent
-            .entries
-            .binary_search_by_key(&offset, |e| e.result.offset)
-        {
-            Ok(i) if !unsent.entries[i].confirmed => {
-                unsent.entries[i].confirmed = true;
-                unsent.held -= 1;
-                true
-            }
-            Ok(_) => true,
-            Err(_) => false,
-        }
-    }
-
-    /// The batches of `partition` that are due at `now`: full ones, and the
-    /// ready results when the oldest has waited `linger`.
+    /// The batches of `partition` that are due at `now`: full ones (by count
+    /// or size), and what waits when the oldest has waited `linger`.
     pub fn take_due(&mut self, partition: i32, now: Instant) -> Vec<ResultBatch> {
-        let (max, linger) = (self.max_records, self.linger);
+        let (max, max_bytes, linger) = (self.max_records, self.max_bytes, self.linger);
         let mut out = Vec::new();
         if let Some(unsent) = self.partitions.get_mut(&partition) {
             loop {
-                let ready = unsent.ready();
                 let lingered = unsent
                     .entries
                     .front()
                     .is_some_and(|e| now.duration_since(e.added) >= linger);
-                if ready >= max {
-                    out.push(take(partition, unsent, max));
-                } else if ready > 0 && lingered {
-                    out.push(take(partition, unsent, ready));
-                } else {
+                if !(unsent.full(max, max_bytes) || lingered) {
                     break;
                 }
+                // A full batch may leave a partial one behind: the next
+                // round sends it only if it is full or has lingered too.
+                let n = unsent.next_batch_len(max, max_bytes);
+                out.push(take(partition, unsent, n));
             }
         }
         out
@@ -172,34 +163,31 @@ impl Batcher {
             .collect()
     }
 
-    /// Every ready result of `partition`, whatever its age, in batches of at
-    /// most `max_records` (for a revoke or a shutdown).
+    /// Every result of `partition`, whatever its age, in bounded batches
+    /// (for a revoke or a shutdown).
     pub fn flush(&mut self, partition: i32) -> Vec<ResultBatch> {
-        let max = self.max_records;
+        let (max, max_bytes) = (self.max_records, self.max_bytes);
         let mut out = Vec::new();
         if let Some(unsent) = self.partitions.get_mut(&partition) {
-            loop {
-                let n = unsent.ready().min(max);
-                if n == 0 {
-                    break;
-                }
+            while !unsent.entries.is_empty() {
+                let n = unsent.next_batch_len(max, max_bytes);
                 out.push(take(partition, unsent, n));
             }
         }
         out
     }
 
-    /// When the oldest ready result of some partition will have waited
-    /// `linger`; `None` if nothing is waiting on time alone.
+    /// When the oldest result of some partition will have waited `linger`;
+    /// `None` if nothing is waiting.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.partitions
             .values()
-            .filter_map(|u| u.entries.front().filter(|e| e.confirmed))
+            .filter_map(|u| u.entries.front())
             .map(|e| e.added + self.linger)
             .min()
     }
 
-    /// Results of `partition` not sent yet, ready or held back.
+    /// Results of `partition` not sent yet.
     pub fn unsent(&self, partition: i32) -> usize {
         self.partitions
             .get(&partition)
@@ -215,18 +203,21 @@ impl Batcher {
             .front()
             .map(|e| e.result.offset)
     }
-
-    /// Whether `partition` has a result held back.
-    pub fn is_held(&self, partition: i32) -> bool {
-        self.partitions.get(&partition).is_some_and(|u| u.held > 0)
-    }
 }
 
 fn take(partition: i32, unsent: &mut Unsent, n: usize) -> ResultBatch {
+    let results: Vec<RecordResult> = unsent
+        .entries
+        .drain(..n)
+        .map(|e| {
+            unsent.bytes -= e.bytes;
+            e.result
+        })
+        .collect();
     ResultBatch {
         partition,
         generation: unsent.generation,
-        results: unsent.entries.drain(..n).map(|e| e.result).collect(),
+        results,
     }
 }
 
@@ -248,20 +239,34 @@ mod tests {
         }
     }
 
+    /// An invalid result carrying a record of `len` bytes.
+    fn carrying(offset: i64, len: usize) -> RecordResult {
+        RecordResult {
+            outcome: Outcome::Invalid as i32,
+            invalid_code: "oversized".into(),
+            value: Some(vec![b'x'; len]),
+            ..result(offset)
+        }
+    }
+
     fn offsets(batch: &ResultBatch) -> Vec<i64> {
         batch.results.iter().map(|r| r.offset).collect()
+    }
+
+    fn encoded(batch: &ResultBatch) -> usize {
+        batch.encoded_len()
     }
 
     #[test]
     fn a_full_batch_goes_at_once() {
         let now = Instant::now();
-        let mut b = Batcher::new(3, LINGER);
+        let mut b = Batcher::new(3, MAX_BATCH_BYTES, LINGER);
         b.open(0, 7);
         for o in 0..2 {
-            b.push(0, result(o), true, now);
+            b.push(0, result(o), now);
             assert!(b.take_due(0, now).is_empty(), "sent before full");
         }
-        b.push(0, result(2), true, now);
+        b.push(0, result(2), now);
         let due = b.take_due(0, now);
         assert_eq!(due.len(), 1);
         assert_eq!(offsets(&due[0]), [0, 1, 2]);
@@ -270,13 +275,53 @@ mod tests {
         assert_eq!(b.next_deadline(), None);
     }
 
+    #[test]
+    fn a_batch_goes_before_a_result_would_pass_the_byte_bound() {
+        let now = Instant::now();
+        let mut b = Batcher::new(100, 10_000, LINGER);
+        b.open(0, 1);
+        // Four results of a bit over 3,000 bytes: three fit, the fourth
+        // would pass the bound, so the three go and the fourth waits.
+        for o in 0..3 {
+            b.push(0, carrying(o, 3_000), now);
+            assert!(b.take_due(0, now).is_empty());
+        }
+        b.push(0, carrying(3, 3_000), now);
+        let due = b.take_due(0, now);
+        assert_eq!(due.iter().map(offsets).collect::<Vec<_>>(), [vec![0, 1, 2]]);
+        assert!(encoded(&due[0]) <= 10_000, "{}", encoded(&due[0]));
+        assert_eq!(b.first_unsent(0), Some(3));
+        // It goes after its linger.
+        let due = b.take_due(0, now + LINGER);
+        assert_eq!(due.iter().map(offsets).collect::<Vec<_>>(), [vec![3]]);
+    }
+
+    #[test]
+    fn a_result_bigger_than_the_bound_goes_alone() {
+        let now = Instant::now();
+        let mut b = Batcher::new(100, 10_000, LINGER);
+        b.open(0, 1);
+        b.push(0, result(0), now);
+        b.push(0, carrying(1, 50_000), now);
+        b.push(0, result(2), now);
+        let due = b.take_due(0, now);
+        assert_eq!(
+            due.iter().map(offsets).collect::<Vec<_>>(),
+            [vec![0], vec![1]],
+            "what came before goes, then the big one alone"
+        );
+        assert_eq!(b.first_unsent(0), Some(2));
+        let flushed = b.flush(0);
+        assert_eq!(flushed.iter().map(offsets).collect::<Vec<_>>(), [vec![2]]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_partial_batch_goes_after_the_linger() {
-        let mut b = Batcher::new(100, LINGER);
+        let mut b = Batcher::new(100, MAX_BATCH_BYTES, LINGER);
         b.open(4, 1);
-        b.push(4, result(10), true, Instant::now());
+        b.push(4, result(10), Instant::now());
         tokio::time::advance(Duration::from_millis(3)).await;
-        b.push(4, result(11), true, Instant::now());
+        b.push(4, result(11), Instant::now());
         assert!(b.take_due(4, Instant::now()).is_empty());
 
         // The deadline follows the oldest result, not the newest.
@@ -291,13 +336,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn partitions_are_batched_separately_with_their_generation() {
-        let mut b = Batcher::new(2, LINGER);
+        let mut b = Batcher::new(2, MAX_BATCH_BYTES, LINGER);
         b.open(0, 3);
         b.open(1, 9);
         let now = Instant::now();
-        b.push(0, result(100), true, now);
-        b.push(1, result(5), true, now);
-        b.push(1, result(6), true, now);
+        b.push(0, result(100), now);
+        b.push(1, result(5), now);
+        b.push(1, result(6), now);
         // Partition 1 is full; partition 0's one result must wait.
         let due: Vec<_> = [0, 1]
             .into_iter()
@@ -314,108 +359,75 @@ mod tests {
         assert_eq!(offsets(&due[0]), [100]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_held_result_holds_back_the_rest_of_its_partition() {
-        let mut b = Batcher::new(2, LINGER);
-        b.open(0, 1);
-        let now = Instant::now();
-        b.push(0, result(0), true, now);
-        b.push(0, result(1), false, now); // dead-letter write in flight
-        b.push(0, result(2), true, now);
-        b.push(0, result(3), true, now);
-        tokio::time::advance(LINGER * 10).await;
-        let now = Instant::now();
-        // Only what precedes the held result may go.
-        let due = b.take_due(0, now);
-        assert_eq!(due.iter().map(offsets).collect::<Vec<_>>(), [vec![0]]);
-        assert!(b.is_held(0));
-        assert_eq!(b.first_unsent(0), Some(1));
-        assert_eq!(b.next_deadline(), None, "nothing waits on time alone");
-        assert!(b.flush(0).is_empty());
-
-        assert!(!b.confirm(0, 2, 1), "another generation's confirmation");
-        assert!(b.confirm(0, 1, 1));
-        assert!(!b.is_held(0));
-        let due = b.take_due(0, now);
-        assert_eq!(
-            due.iter().map(offsets).collect::<Vec<_>>(),
-            [vec![1, 2], vec![3]]
-        );
-        assert_eq!(b.first_unsent(0), None);
-    }
-
     #[test]
-    fn flush_sends_everything_ready_in_bounded_batches() {
+    fn flush_sends_everything_in_bounded_batches() {
         let now = Instant::now();
-        let mut b = Batcher::new(2, Duration::from_secs(3600));
+        let mut b = Batcher::new(2, MAX_BATCH_BYTES, Duration::from_secs(3600));
         b.open(2, 5);
         for o in 0..5 {
             // Pushing without taking: the caller may flush right away.
-            b.push(2, result(o), o != 3, now);
+            b.push(2, result(o), now);
         }
         let flushed = b.flush(2);
         assert_eq!(
             flushed.iter().map(offsets).collect::<Vec<_>>(),
-            [vec![0, 1], vec![2]]
+            [vec![0, 1], vec![2, 3], vec![4]]
         );
-        assert_eq!(b.unsent(2), 2);
-        assert_eq!(b.close(2), Some(3), "first discarded offset");
+        assert_eq!(b.unsent(2), 0);
+        b.push(2, result(5), now);
+        assert_eq!(b.close(2), Some(5), "first discarded offset");
         assert_eq!(b.close(2), None);
-        assert!(!b.push(2, result(9), true, now), "closed partition");
+        assert!(!b.push(2, result(9), now), "closed partition");
     }
 
     #[test]
     fn reopening_discards_the_old_assignment() {
         let now = Instant::now();
-        let mut b = Batcher::new(10, LINGER);
+        let mut b = Batcher::new(10, MAX_BATCH_BYTES, LINGER);
         b.open(0, 1);
-        b.push(0, result(0), true, now);
+        b.push(0, result(0), now);
         b.open(0, 2);
         assert_eq!(b.unsent(0), 0);
-        b.push(0, result(0), true, now);
+        b.push(0, result(0), now);
         let due = b.take_all_due(now + LINGER);
         assert_eq!(due[0].generation, 2);
     }
 
     proptest! {
-        /// Whatever the mix of sizes, timings and held results, each result
-        /// goes out exactly once, in offset order, in batches no larger than
-        /// the maximum, and never ahead of a held one.
+        /// Whatever the mix of sizes and timings, each result goes out
+        /// exactly once, in offset order, in batches no larger than the
+        /// maximum count, and within the byte bound unless alone.
         #[test]
-        fn every_result_goes_out_once_in_order(
+        fn every_result_goes_out_once_in_order_and_bounded(
             max in 1usize..6,
-            steps in prop::collection::vec((0u64..8, any::<bool>(), any::<bool>()), 1..80),
+            max_bytes in 100usize..2_000,
+            steps in prop::collection::vec((0u64..8, 0usize..1_500), 1..80),
         ) {
             let start = Instant::now();
             let mut now = start;
-            let mut b = Batcher::new(max, LINGER);
+            let mut b = Batcher::new(max, max_bytes, LINGER);
             b.open(0, 1);
             let mut sent = Vec::new();
-            let mut held = Vec::new();
-            for (offset, (gap_ms, confirmed, release)) in steps.iter().enumerate() {
+            let check = |batch: &ResultBatch| -> Result<(), TestCaseError> {
+                prop_assert!(!batch.results.is_empty());
+                prop_assert!(batch.results.len() <= max);
+                let size: usize = batch.results.iter().map(encoded_size).sum();
+                prop_assert!(
+                    batch.results.len() == 1 || size <= max_bytes,
+                    "{} results, {size} bytes", batch.results.len()
+                );
+                Ok(())
+            };
+            for (offset, (gap_ms, len)) in steps.iter().enumerate() {
                 now += Duration::from_millis(*gap_ms);
-                b.push(0, result(offset as i64), *confirmed, now);
-                if !confirmed {
-                    held.push(offset as i64);
-                }
-                if *release && !held.is_empty() {
-                    let o = held.remove(0);
-                    prop_assert!(b.confirm(0, 1, o));
-                }
+                b.push(0, carrying(offset as i64, *len), now);
                 for batch in b.take_due(0, now) {
-                    prop_assert!(batch.results.len() <= max);
-                    prop_assert!(!batch.results.is_empty());
-                    for r in &batch.results {
-                        prop_assert!(!held.contains(&r.offset), "held result {} sent", r.offset);
-                    }
+                    check(&batch)?;
                     sent.extend(offsets(&batch));
                 }
             }
-            for o in held.drain(..) {
-                prop_assert!(b.confirm(0, 1, o));
-            }
             for batch in b.flush(0) {
-                prop_assert!(batch.results.len() <= max);
+                check(&batch)?;
                 sent.extend(offsets(&batch));
             }
             let expected: Vec<i64> = (0..steps.len() as i64).collect();

@@ -7,9 +7,9 @@ use common::classify::Rules;
 use common::cli::{parse_duration, KafkaArgs, LogArgs};
 use tonic::transport::Uri;
 
-/// Reads the partitions the master assigns, classifies every purchase,
-/// writes invalid records to `<topic>.DLQ` and streams the results back to
-/// the master.
+/// Reads the partitions the master assigns, classifies every purchase and
+/// streams the results back to the master (invalid records with the record
+/// itself, which the master writes to `<topic>.DLQ`).
 #[derive(Parser, Debug, Clone)]
 #[command(name = "worker", version)]
 pub struct Config {

@@ -1,20 +1,20 @@
 //! The Cyberday worker: reads the partitions the master assigns, classifies
-//! every purchase and streams the results back.
+//! every purchase and streams the results back (an invalid record's result
+//! carries the record, which the master dead-letters). It writes nothing to
+//! Kafka.
 //!
 //! - [`config`]: flags and environment variables.
 //! - [`session`]: connecting to the master (with backoff) and serving one
 //!   `Session` stream: assign, revoke, results, heartbeats, leave.
 //! - [`partitions`]: the one Kafka consumer and the partitions it owns.
-//! - [`batch`]: per-partition batching of results, by size and linger,
-//!   holding back what the dead-letter topic has not confirmed.
-//! - [`dlq`]: the dead-letter producer for invalid records.
+//! - [`batch`]: per-partition batching of results, by count, encoded size
+//!   and linger.
 //! - [`backoff`]: exponential backoff between reconnection attempts.
 //! - [`run`]: the whole worker, until its shutdown token is cancelled.
 
 pub mod backoff;
 pub mod batch;
 pub mod config;
-pub mod dlq;
 pub mod partitions;
 pub mod session;
 
@@ -34,16 +34,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut parts = partitions::Partitions::new(&config.kafka)
         .map_err(common::kafka::Error::Config)
         .context("creating the Kafka consumer")?;
-    let dlq = dlq::Dlq::new(&config.kafka)
-        .map_err(common::kafka::Error::Config)
-        .context("creating the dead-letter producer")?;
     tracing::info!(
         master = %config.master,
         id = config.id.as_deref().unwrap_or("(from the master)"),
         bootstrap = config.kafka.bootstrap_servers,
         "worker starting"
     );
-    session::run(&config, &mut parts, &dlq, &shutdown).await?;
+    session::run(&config, &mut parts, &shutdown).await?;
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -23,8 +23,6 @@ pub struct Owned {
     /// Next offset to read: one past the last record taken, or the start
     /// offset. Negative while it is a logical one (beginning, end).
     pub next_offset: i64,
-    /// Fetching stopped while too many of its results are held back.
-    pub paused: bool,
 }
 
 /// The consumer and the partitions assigned to it.
@@ -91,7 +89,6 @@ impl Partitions {
                 topic: topic.to_owned(),
                 generation,
                 next_offset: start_offset,
-                paused: false,
             },
         );
         Ok(())
@@ -103,14 +100,9 @@ impl Partitions {
         let Some(owned) = self.owned.remove(&partition) else {
             return Ok(None);
         };
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&owned.topic, partition);
-        // The client keeps a pause across assignments: lift it, or the
-        // partition would stay silent when assigned here again.
-        if owned.paused {
-            self.consumer.resume(&tpl)?;
-        }
         if !self.stopped {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&owned.topic, partition);
             self.consumer.incremental_unassign(&tpl)?;
         }
         Ok(Some(owned))
@@ -125,46 +117,9 @@ impl Partitions {
 
     /// Stops reading and forgets every partition (the session ended).
     pub fn clear(&mut self) -> KafkaResult<()> {
-        let mut paused = TopicPartitionList::new();
-        for (partition, owned) in &self.owned {
-            if owned.paused {
-                paused.add_partition(&owned.topic, *partition);
-            }
-        }
         self.owned.clear();
         self.stopped = false;
-        if paused.count() > 0 {
-            self.consumer.resume(&paused)?;
-        }
         self.consumer.unassign()
-    }
-
-    /// Stops fetching `partition` for now; fetching resumes after the last
-    /// record already received.
-    pub fn pause(&mut self, partition: i32) -> KafkaResult<()> {
-        self.set_paused(partition, true)
-    }
-
-    pub fn resume(&mut self, partition: i32) -> KafkaResult<()> {
-        self.set_paused(partition, false)
-    }
-
-    fn set_paused(&mut self, partition: i32, paused: bool) -> KafkaResult<()> {
-        let Some(owned) = self.owned.get_mut(&partition) else {
-            return Ok(());
-        };
-        if owned.paused == paused || self.stopped {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&owned.topic, partition);
-        if paused {
-            self.consumer.pause(&tpl)?;
-        } else {
-            self.consumer.resume(&tpl)?;
-        }
-        owned.paused = paused;
-        Ok(())
     }
 
     /// The partition's high watermark as of the client's last fetch, without

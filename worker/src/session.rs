@@ -3,13 +3,16 @@
 //! down; then drop every partition and start over.
 //!
 //! One task owns a session. It reacts to whichever comes first: a message
-//! from the master (assign, revoke), room on the outgoing stream, a
-//! confirmed dead-letter write, the heartbeat tick, a batch's linger, or a
-//! record from Kafka. Records are read only while nothing waits to go out,
-//! so a master that does not keep up stops the worker reading, and memory
-//! stays bounded.
+//! from the master (assign, revoke), room on the outgoing stream, the
+//! heartbeat tick, a batch's linger, or a record from Kafka. Records are read
+//! only while nothing waits to go out, so a master that does not keep up
+//! stops the worker reading, and memory stays bounded.
+//!
+//! The worker writes nothing to Kafka: an invalid record's result carries
+//! the record itself, and the master writes the dead letter in the same
+//! transaction as the notifications and the offsets.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use common::classify::{classify, Classification, Kind, Rules};
@@ -17,13 +20,12 @@ use common::pb::coordinator_client::CoordinatorClient;
 use common::pb::session_request::Body;
 use common::pb::session_response::Body as Push;
 use common::pb::{
-    Assign, Heartbeat, Hello, Leave, Outcome, PartitionProgress, PurchaseSummary, RecordResult,
-    ResultBatch, Revoke, RevokeAck, SessionRequest, SessionResponse, Welcome,
+    Assign, Heartbeat, Hello, KafkaHeader, Leave, Outcome, PartitionProgress, PurchaseSummary,
+    RecordResult, ResultBatch, Revoke, RevokeAck, SessionRequest, SessionResponse, Welcome,
 };
-use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use rdkafka::error::KafkaError;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::Message;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
@@ -34,9 +36,8 @@ use tonic::transport::Endpoint;
 use tracing::{debug, info, instrument, warn};
 
 use crate::backoff::Backoff;
-use crate::batch::Batcher;
+use crate::batch::{Batcher, MAX_BATCH_BYTES};
 use crate::config::Config;
-use crate::dlq::{DeadLetter, Dlq, Source};
 use crate::partitions::Partitions;
 
 /// Messages waiting for the gRPC stream to take them. The worker stops
@@ -54,13 +55,12 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the master may take to answer `hello`.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a revoke waits for the partition's dead-letter writes before it
-/// gives the partition back at the first unconfirmed one.
-const REVOKE_WAIT: Duration = Duration::from_secs(5);
 /// The whole shutdown: last results, `leave`, and the master closing the stream.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// The part of it spent waiting for dead-letter writes.
-const DRAIN_DLQ_WAIT: Duration = Duration::from_secs(5);
+/// Most bytes of an invalid record's value carried to the master; a larger
+/// value (only possible when the topic's limits were raised far beyond the
+/// defaults) is cut, so one record can never exceed what the master accepts.
+pub const MAX_CARRIED_VALUE_BYTES: usize = 16 * 1024 * 1024;
 /// Used when the master sends zeros.
 const FALLBACK_HEARTBEAT: Duration = Duration::from_secs(1);
 const FALLBACK_MAX_BATCH: usize = 500;
@@ -88,7 +88,6 @@ pub enum Error {
 pub async fn run(
     config: &Config,
     parts: &mut Partitions,
-    dlq: &Dlq,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
@@ -100,7 +99,7 @@ pub async fn run(
         match opened {
             Ok(opened) => {
                 let started = Instant::now();
-                let ended = serve(config, parts, dlq, opened, shutdown).await;
+                let ended = serve(config, parts, opened, shutdown).await;
                 // A new session starts from nothing: the master reassigns
                 // from the offsets it committed.
                 if let Err(e) = parts.clear() {
@@ -201,7 +200,6 @@ async fn open(config: &Config) -> Result<Opened, Error> {
 async fn serve(
     config: &Config,
     parts: &mut Partitions,
-    dlq: &Dlq,
     opened: Opened,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
@@ -238,12 +236,8 @@ async fn serve(
         topic,
         rules: config.rules(),
         parts,
-        dlq,
-        batcher: Batcher::new(max_batch, config.batch_linger),
+        batcher: Batcher::new(max_batch, MAX_BATCH_BYTES, config.batch_linger),
         outbox: VecDeque::new(),
-        writes: FuturesUnordered::new(),
-        abandon: BTreeMap::new(),
-        revoking: BTreeMap::new(),
         drain: None,
     };
     let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
@@ -252,18 +246,11 @@ async fn serve(
     let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
 
     loop {
-        session.maybe_leave(Instant::now());
-        if session.drain.as_ref().is_some_and(|d| d.leave_queued) && session.outbox.is_empty() {
+        if session.drain.is_some() && session.outbox.is_empty() {
             break;
         }
         let linger_at = session.batcher.next_deadline();
-        let revoke_at = session.revoking.values().map(|r| r.deadline).min();
         let drain_at = session.drain.as_ref().map(|d| d.deadline);
-        let dlq_wait_at = session
-            .drain
-            .as_ref()
-            .filter(|d| !d.writes_given_up && !d.leave_queued && !session.writes.is_empty())
-            .map(|d| d.dlq_deadline);
         let reading = session.drain.is_none() && session.outbox.is_empty();
 
         tokio::select! {
@@ -283,24 +270,12 @@ async fn serve(
                 let body = session.outbox.pop_front().expect("outbox is not empty");
                 permit.send(session.request(body));
             }
-            Some(written) = session.writes.next(), if !session.writes.is_empty() => {
-                if let Some(source) = written {
-                    session.on_written(source)?;
-                }
-            }
             _ = heartbeat.tick() => session.queue_heartbeat(),
             _ = sleep_until(linger_at.unwrap_or(never)), if linger_at.is_some() => {
-                session.release_all(Instant::now())?;
-            }
-            _ = sleep_until(revoke_at.unwrap_or(never)), if revoke_at.is_some() => {
-                session.expire_revokes(Instant::now());
-            }
-            _ = sleep_until(dlq_wait_at.unwrap_or(never)), if dlq_wait_at.is_some() => {
-                warn!(pending = session.writes.len(), "dead-letter writes still unconfirmed; leaving without them");
-                session.give_up_writes();
+                session.release_all(Instant::now());
             }
             record = consumer.recv(), if reading => match record {
-                Ok(record) => session.on_record(&record)?,
+                Ok(record) => session.on_record(&record),
                 Err(e) => warn!(error = %e, "Kafka consumer error"),
             },
         }
@@ -342,30 +317,15 @@ struct Session<'a> {
     topic: String,
     rules: Rules,
     parts: &'a mut Partitions,
-    dlq: &'a Dlq,
     batcher: Batcher,
     /// Messages in stream order, waiting for room on the stream.
     outbox: VecDeque<Body>,
-    /// Dead-letter writes in flight; `None` when abandoned.
-    writes: FuturesUnordered<BoxFuture<'static, Option<Source>>>,
-    /// Cancels a partition's dead-letter writes once it is given up.
-    abandon: BTreeMap<i32, CancellationToken>,
-    /// Revoked partitions still waiting for dead-letter writes.
-    revoking: BTreeMap<i32, Revoking>,
     drain: Option<Drain>,
 }
 
-struct Revoking {
-    generation: u64,
-    next_offset: i64,
-    deadline: Instant,
-}
-
+/// Shutting down: `leave` is queued; the stream must end by `deadline`.
 struct Drain {
     deadline: Instant,
-    dlq_deadline: Instant,
-    writes_given_up: bool,
-    leave_queued: bool,
 }
 
 impl Session<'_> {
@@ -378,7 +338,7 @@ impl Session<'_> {
     }
 
     fn on_push(&mut self, message: SessionResponse) -> Result<(), Error> {
-        if self.drain.as_ref().is_some_and(|d| d.leave_queued) {
+        if self.drain.is_some() {
             // `leave` is the last word; the master moves everything anyway.
             debug!(?message, "message after leave ignored");
             return Ok(());
@@ -420,23 +380,22 @@ impl Session<'_> {
                 debug!(partition, generation, "repeated assign ignored");
                 return Ok(());
             }
-            warn!(
+            // The master rewound (an aborted transaction): what was read
+            // under the old generation is void, start over where it says.
+            info!(
                 partition,
                 old_generation = owned.generation,
                 generation,
-                "partition assigned again without a revoke; restarting it"
+                offset = start_offset,
+                "partition assigned again under a new generation; restarting it"
             );
         }
-        if self.revoking.contains_key(&partition) {
-            self.finish_revoke(partition, true);
-        }
-        self.close(partition);
+        self.batcher.close(partition);
         // While shutting down it is only recorded: `leave` gives it back
         // where it starts.
         self.parts
             .assign(&topic, partition, start_offset, generation)?;
         self.batcher.open(partition, generation);
-        self.abandon.insert(partition, CancellationToken::new());
         info!(
             topic,
             partition,
@@ -447,6 +406,7 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Stops the partition, sends what it holds, then `revoke_ack`.
     fn on_revoke(&mut self, revoke: Revoke) -> Result<(), Error> {
         let Revoke {
             topic,
@@ -458,110 +418,41 @@ impl Session<'_> {
             .get(partition)
             .is_some_and(|o| o.generation == generation && (topic.is_empty() || topic == o.topic));
         if !held {
-            if self
-                .revoking
-                .get(&partition)
-                .is_some_and(|r| r.generation == generation)
-            {
-                debug!(partition, generation, "repeated revoke ignored");
-            } else {
-                warn!(
-                    partition,
-                    generation,
-                    held = ?self.parts.get(partition).map(|o| o.generation),
-                    "revoke of a generation this worker does not hold; ignored"
-                );
-            }
+            warn!(
+                partition,
+                generation,
+                held = ?self.parts.get(partition).map(|o| o.generation),
+                "revoke of a generation this worker does not hold; ignored"
+            );
             return Ok(());
         }
         let owned = self
             .parts
             .unassign(partition)?
             .expect("the partition is owned");
-        info!(
-            partition,
-            generation,
-            offset = owned.next_offset,
-            "revoked; stopped reading it"
-        );
-        self.revoking.insert(
-            partition,
-            Revoking {
-                generation,
-                next_offset: owned.next_offset,
-                deadline: Instant::now() + REVOKE_WAIT,
-            },
-        );
-        self.finish_revoke(partition, false);
-        Ok(())
-    }
-
-    /// Sends what a revoked partition has ready and, once nothing is held
-    /// back (or `force`), its `revoke_ack`.
-    fn finish_revoke(&mut self, partition: i32, force: bool) {
-        let Some(revoking) = self.revoking.get(&partition) else {
-            return;
-        };
-        let (generation, read_up_to) = (revoking.generation, revoking.next_offset);
         let ready = self.batcher.flush(partition);
         self.queue_batches(ready);
-        if self.batcher.unsent(partition) > 0 && !force {
-            debug!(partition, generation, "revoke waits for dead-letter writes");
-            return;
-        }
-        let next_offset = match self.close(partition) {
-            Some(first_unsent) => {
-                warn!(
-                    partition,
-                    generation,
-                    offset = first_unsent,
-                    "dead-letter writes unconfirmed; the partition is given back at the first of them"
-                );
-                first_unsent
-            }
-            None => read_up_to,
-        };
-        self.revoking.remove(&partition);
+        self.batcher.close(partition);
         self.outbox.push_back(Body::RevokeAck(RevokeAck {
             partition,
             generation,
-            next_offset,
+            next_offset: owned.next_offset,
         }));
         info!(
             partition,
             generation,
-            offset = next_offset,
-            "revoke acknowledged"
+            offset = owned.next_offset,
+            "revoked; stopped reading it and acknowledged"
         );
+        Ok(())
     }
 
-    fn expire_revokes(&mut self, now: Instant) {
-        let expired: Vec<i32> = self
-            .revoking
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(p, _)| *p)
-            .collect();
-        for partition in expired {
-            self.finish_revoke(partition, true);
-        }
-    }
-
-    /// Forgets `partition`'s unsent results and abandons its dead-letter
-    /// writes; returns the first unsent offset.
-    fn close(&mut self, partition: i32) -> Option<i64> {
-        if let Some(token) = self.abandon.remove(&partition) {
-            token.cancel();
-        }
-        self.batcher.close(partition)
-    }
-
-    fn on_record(&mut self, record: &BorrowedMessage<'_>) -> Result<(), Error> {
+    fn on_record(&mut self, record: &BorrowedMessage<'_>) {
         let partition = record.partition();
         let offset = record.offset();
         let Some(owned) = self.parts.get_mut(partition) else {
             debug!(partition, offset, "record of a partition not owned ignored");
-            return Ok(());
+            return;
         };
         if owned.topic != record.topic() || offset < owned.next_offset {
             debug!(
@@ -570,10 +461,9 @@ impl Session<'_> {
                 expected = owned.next_offset,
                 "stale record ignored"
             );
-            return Ok(());
+            return;
         }
         owned.next_offset = offset + 1;
-        let generation = owned.generation;
 
         let mut result = RecordResult {
             offset,
@@ -581,7 +471,6 @@ impl Session<'_> {
             timestamp_ms: record.timestamp().to_millis().unwrap_or(0),
             ..Default::default()
         };
-        let mut confirmed = true;
         match classify(record.payload().unwrap_or_default(), &self.rules) {
             Classification::NoPurchase(_) => result.outcome = Outcome::NoPurchase as i32,
             Classification::Purchase { kind, purchase } => {
@@ -604,75 +493,33 @@ impl Session<'_> {
                     partition,
                     offset,
                     reason = reason.code(),
-                    "invalid record to the dead-letter topic"
+                    "invalid record; the master dead-letters it"
                 );
                 result.outcome = Outcome::Invalid as i32;
                 result.invalid_code = reason.code().to_owned();
                 result.invalid_detail = reason.to_string();
-                confirmed = false;
-                let letter = DeadLetter::new(record, &reason, generation);
-                let abandon = self.abandon.entry(partition).or_default().clone();
-                let write = self.dlq.write(letter);
-                self.writes.push(Box::pin(async move {
-                    tokio::select! {
-                        source = write => Some(source),
-                        _ = abandon.cancelled() => None,
-                    }
-                }));
+                carry(record, &mut result);
             }
         }
-        self.batcher
-            .push(partition, result, confirmed, Instant::now());
-        self.release(partition, Instant::now())
+        self.batcher.push(partition, result, Instant::now());
+        self.release(partition, Instant::now());
     }
 
-    fn on_written(&mut self, source: Source) -> Result<(), Error> {
-        let Source {
-            partition,
-            offset,
-            generation,
-        } = source;
-        if !self.batcher.confirm(partition, generation, offset) {
-            return Ok(());
-        }
-        if self.revoking.contains_key(&partition) {
-            self.finish_revoke(partition, false);
-            Ok(())
+    /// Queues the partition's due batches.
+    fn release(&mut self, partition: i32, now: Instant) {
+        let due = if self.drain.is_some() {
+            self.batcher.flush(partition)
         } else {
-            self.release(partition, Instant::now())
-        }
-    }
-
-    /// Queues the partition's due batches, and stops fetching it while a
-    /// batch's worth of results is held back by dead-letter writes.
-    fn release(&mut self, partition: i32, now: Instant) -> Result<(), Error> {
-        if self.drain.is_some() {
-            let ready = self.batcher.flush(partition);
-            self.queue_batches(ready);
-            return Ok(());
-        }
-        let due = self.batcher.take_due(partition, now);
-        self.queue_batches(due);
-        let Some(owned) = self.parts.get(partition) else {
-            return Ok(());
+            self.batcher.take_due(partition, now)
         };
-        let too_many = self.batcher.unsent(partition) >= self.batcher.max_records();
-        if too_many && !owned.paused {
-            debug!(partition, "paused: results held back by dead-letter writes");
-            self.parts.pause(partition)?;
-        } else if !too_many && owned.paused {
-            debug!(partition, "resumed");
-            self.parts.resume(partition)?;
-        }
-        Ok(())
+        self.queue_batches(due);
     }
 
-    fn release_all(&mut self, now: Instant) -> Result<(), Error> {
+    fn release_all(&mut self, now: Instant) {
         let partitions: Vec<i32> = self.parts.iter().map(|(p, _)| p).collect();
         for partition in partitions {
-            self.release(partition, now)?;
+            self.release(partition, now);
         }
-        Ok(())
     }
 
     fn queue_batches(&mut self, batches: Vec<ResultBatch>) {
@@ -707,7 +554,7 @@ impl Session<'_> {
 
     fn queue_heartbeat(&mut self) {
         // One waiting heartbeat is enough, and none goes after `leave`.
-        let left = self.drain.as_ref().is_some_and(|d| d.leave_queued);
+        let left = self.drain.is_some();
         if left || self.outbox.iter().any(|b| matches!(b, Body::Heartbeat(_))) {
             return;
         }
@@ -716,47 +563,15 @@ impl Session<'_> {
             .push_back(Body::Heartbeat(Heartbeat { progress }));
     }
 
+    /// Stops reading, queues every result still waiting, then `leave` with
+    /// where each partition stops.
     fn start_drain(&mut self) {
-        let now = Instant::now();
         info!(
             partitions = self.parts.iter().count(),
             "shutting down: sending the last results, then leave"
         );
-        self.drain = Some(Drain {
-            deadline: now + DRAIN_TIMEOUT,
-            dlq_deadline: now + DRAIN_DLQ_WAIT,
-            writes_given_up: false,
-            leave_queued: false,
-        });
         if let Err(e) = self.parts.stop_all() {
             warn!(error = %e, "stopping the consumer");
-        }
-        let partitions: Vec<i32> = self.parts.iter().map(|(p, _)| p).collect();
-        for partition in partitions {
-            let ready = self.batcher.flush(partition);
-            self.queue_batches(ready);
-        }
-    }
-
-    fn give_up_writes(&mut self) {
-        if let Some(drain) = &mut self.drain {
-            drain.writes_given_up = true;
-        }
-    }
-
-    /// Once draining and no dead-letter write is worth waiting for, queues
-    /// the last results and `leave`.
-    fn maybe_leave(&mut self, now: Instant) {
-        let Some(drain) = &self.drain else {
-            return;
-        };
-        let waiting = !self.writes.is_empty() && !drain.writes_given_up && now < drain.dlq_deadline;
-        if drain.leave_queued || waiting {
-            return;
-        }
-        let revoking: Vec<i32> = self.revoking.keys().copied().collect();
-        for partition in revoking {
-            self.finish_revoke(partition, true);
         }
         let owned: Vec<(i32, u64, i64)> = self
             .parts
@@ -764,10 +579,10 @@ impl Session<'_> {
             .map(|(p, o)| (p, o.generation, o.next_offset))
             .collect();
         let mut progress = Vec::with_capacity(owned.len());
-        for (partition, generation, read_up_to) in owned {
+        for (partition, generation, next_offset) in owned {
             let ready = self.batcher.flush(partition);
             self.queue_batches(ready);
-            let next_offset = self.close(partition).unwrap_or(read_up_to);
+            self.batcher.close(partition);
             progress.push(PartitionProgress {
                 partition,
                 generation,
@@ -777,9 +592,35 @@ impl Session<'_> {
         }
         info!(?progress, "leaving");
         self.outbox.push_back(Body::Leave(Leave { progress }));
-        if let Some(drain) = &mut self.drain {
-            drain.leave_queued = true;
+        self.drain = Some(Drain {
+            deadline: Instant::now() + DRAIN_TIMEOUT,
+        });
+    }
+}
+
+/// Puts an invalid record's key, value and headers in its result, for the
+/// master's dead letter; a Kafka null stays absent.
+fn carry(record: &BorrowedMessage<'_>, result: &mut RecordResult) {
+    result.key = record.key().map(<[u8]>::to_vec);
+    result.value = record.payload().map(|v| {
+        if v.len() > MAX_CARRIED_VALUE_BYTES {
+            warn!(
+                partition = record.partition(),
+                offset = record.offset(),
+                bytes = v.len(),
+                "invalid record's value cut to {MAX_CARRIED_VALUE_BYTES} bytes for the master"
+            );
         }
+        v[..v.len().min(MAX_CARRIED_VALUE_BYTES)].to_vec()
+    });
+    if let Some(headers) = record.headers() {
+        result.headers = headers
+            .iter()
+            .map(|h| KafkaHeader {
+                key: h.key.to_owned(),
+                value: h.value.map(<[u8]>::to_vec),
+            })
+            .collect();
     }
 }
 

@@ -1,5 +1,6 @@
 //! The worker in-process against a fake master and the real Kafka test
-//! cluster: results, dead letters, revoke, leave, and reconnection.
+//! cluster: results (invalid ones carrying their record), revoke, leave,
+//! and reconnection.
 
 mod support;
 
@@ -16,7 +17,7 @@ fn input(partition: i32, key: &str, value: Vec<u8>, i: i64) -> Input {
     Input {
         partition,
         key: Some(key.as_bytes().to_vec()),
-        value,
+        value: Some(value),
         headers: Vec::new(),
         timestamp_ms: T0 + i,
     }
@@ -102,7 +103,7 @@ fn outcome(r: &RecordResult) -> Outcome {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reports_every_record_once_dead_letters_invalid_ones_and_leaves() {
+async fn reports_every_record_once_carries_invalid_ones_and_leaves() {
     init_logs();
     let bootstrap = bootstrap();
     let topic = unique_topic("worker-session");
@@ -163,7 +164,12 @@ async fn reports_every_record_once_dead_letters_invalid_ones_and_leaves() {
             ),
             5,
         ),
-        input(0, "k-empty", Vec::new(), 6),
+        // A Kafka null key and null value.
+        Input {
+            key: None,
+            value: None,
+            ..input(0, "", Vec::new(), 6)
+        },
     ];
     let p1 = vec![
         input(
@@ -208,21 +214,7 @@ async fn reports_every_record_once_dead_letters_invalid_ones_and_leaves() {
     session.assign(&topic, 0, 0, 1).await;
     session.assign(&topic, 1, 0, 2).await;
 
-    // Every invalid result arrives only after its dead letter is in the DLQ.
-    let results = collect_results(&mut session, 9, 3, |results| {
-        let invalid = results
-            .values()
-            .filter(|(_, r)| outcome(r) == Outcome::Invalid)
-            .count() as i64;
-        if invalid > 0 {
-            let in_dlq = high_watermark(&bootstrap, &dlq, 0);
-            assert!(
-                in_dlq >= invalid,
-                "{invalid} invalid results reported, {in_dlq} in the DLQ"
-            );
-        }
-    })
-    .await;
+    let results = collect_results(&mut session, 9, 3, |_| {}).await;
 
     let summary: Vec<(i32, i64, u64, Outcome, &str)> = results
         .iter()
@@ -290,36 +282,43 @@ async fn reports_every_record_once_dead_letters_invalid_ones_and_leaves() {
         [(0, 1, 7), (1, 2, 2)]
     );
 
-    // The dead letters: the original record, its headers, and ours.
-    let letters = read_all(&bootstrap, &dlq, 3);
-    assert_eq!(letters.len(), 3, "{letters:?}");
-    for (letter, (offset, code)) in
-        letters
-            .iter()
-            .zip([(3, "not_json"), (4, "bad_folio"), (6, "empty")])
-    {
+    // Invalid results carry the record as read, for the master's dead
+    // letter: key, value (Kafka nulls stay absent) and headers, in order.
+    for offset in [3, 4, 6] {
         let original = &p0[offset as usize];
-        assert_eq!(letter.key, original.key);
-        assert_eq!(letter.value, original.value);
-        assert_eq!(letter.header("cyberday.reason").as_deref(), Some(code));
-        assert_eq!(letter.header("cyberday.source.topic"), Some(topic.clone()));
+        let (_, r) = &results[&(0, offset)];
+        assert_eq!(r.key, original.key, "offset {offset}");
+        assert_eq!(r.value, original.value, "offset {offset}");
         assert_eq!(
-            letter.header("cyberday.source.partition").as_deref(),
-            Some("0")
-        );
-        assert_eq!(
-            letter.header("cyberday.source.offset"),
-            Some(offset.to_string())
-        );
-        assert_eq!(
-            letter.header("cyberday.detail"),
-            Some(results[&(0, offset)].1.invalid_detail.clone())
+            r.headers
+                .iter()
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect::<Vec<_>>(),
+            original
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect::<Vec<_>>(),
+            "offset {offset}"
         );
     }
+    assert_eq!(results[&(0, 3)].1.headers[0].key, "trace-id");
+    assert_eq!(results[&(0, 6)].1.key, None);
+    assert_eq!(results[&(0, 6)].1.value, None);
+    // Valid results carry no record.
+    for ((_, o), (_, r)) in &results {
+        if outcome(r) != Outcome::Invalid {
+            assert!(
+                r.key.is_none() && r.value.is_none() && r.headers.is_empty(),
+                "{o}"
+            );
+        }
+    }
+    // The worker itself writes nothing to Kafka.
     assert_eq!(
-        letters[0].header("trace-id").as_deref(),
-        Some("t-3"),
-        "original headers kept"
+        high_watermark(&bootstrap, &dlq, 0),
+        0,
+        "the worker wrote the DLQ"
     );
 
     // Revoke: acknowledged with the next offset, and the partition is no
@@ -541,6 +540,59 @@ async fn after_the_stream_breaks_it_reconnects_and_starts_over() {
         .await;
     assert_eq!(leave.progress.len(), 1);
     assert_eq!(leave.progress[0].next_offset, 4);
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("the worker stops within 10 s")
+        .expect("worker task")
+        .expect("worker result");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assign_under_a_new_generation_starts_the_partition_over() {
+    init_logs();
+    let bootstrap = bootstrap();
+    let topic = unique_topic("worker-rewind");
+    create_topics(&bootstrap, &topic, 1).await;
+    let records: Vec<Input> = (0..6)
+        .map(|i| {
+            let id = format!("dddddddddddddddddddddd{i:02}");
+            input(
+                0,
+                &id,
+                purchase(&id, "Renata", Some(5.0 + i as f64), Some("RWD-0001")),
+                i,
+            )
+        })
+        .collect();
+    produce(&bootstrap, &topic, &records).await;
+
+    let mut master = FakeMaster::start("127.0.0.1:0".parse().unwrap(), welcome(&topic, 100)).await;
+    let (shutdown, worker) = start_worker(&bootstrap, &topic, &master.url(), &[]);
+    let mut session = master.session().await;
+    session.assign(&topic, 0, 0, 1).await;
+    let first = collect_results(&mut session, 6, 100, |_| {}).await;
+    assert!(first.values().all(|(g, _)| *g == 1));
+
+    // The master aborted a transaction: the same partition again, from its
+    // last committed offset, under a new generation, without a revoke.
+    session.assign(&topic, 0, 2, 9).await;
+    let again = collect_results(&mut session, 4, 100, |_| {}).await;
+    assert_eq!(
+        again
+            .iter()
+            .map(|((p, o), (g, _))| (*p, *o, *g))
+            .collect::<Vec<_>>(),
+        (2..6).map(|o| (0, o, 9)).collect::<Vec<_>>()
+    );
+    let progress = heartbeat_where(&mut session, |p| !p.is_empty()).await;
+    assert_eq!(
+        progress
+            .iter()
+            .map(|p| (p.partition, p.generation, p.next_offset))
+            .collect::<Vec<_>>(),
+        [(0, 9, 6)]
+    );
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), worker)
         .await
         .expect("the worker stops within 10 s")

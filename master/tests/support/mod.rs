@@ -1,6 +1,7 @@
 //! Shared by the master's integration tests: the test cluster, unique names,
 //! an in-process master with captured output, a fake worker speaking the
-//! Coordinator protocol, and an independent view of the group's offsets.
+//! Coordinator protocol, and an independent view of the group's offsets and
+//! of the output topics (read_committed).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -36,8 +37,10 @@ pub fn unique(prefix: &str) -> String {
     e2e::unique(prefix)
 }
 
-/// The master's config for `topic` and `group`, with short intervals.
+/// The master's config for `topic` and `group`, with short intervals and
+/// `<topic>.notifications` as the notifications topic.
 pub fn config(bootstrap: &str, topic: &str, group: &str, extra: &[&str]) -> Config {
+    let notifications = format!("{topic}.notifications");
     let mut args = vec![
         "master",
         "--bootstrap-servers",
@@ -52,6 +55,7 @@ pub fn config(bootstrap: &str, topic: &str, group: &str, extra: &[&str]) -> Conf
     for (flag, value) in [
         ("--commit-interval", "200ms"),
         ("--metadata-interval", "1s"),
+        ("--notifications-topic", notifications.as_str()),
     ] {
         if !extra.contains(&flag) {
             args.extend([flag, value]);
@@ -119,6 +123,14 @@ impl Write for Output {
     }
 }
 
+/// Logs to the test output when RUST_LOG is set.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// A master served in-process on 127.0.0.1:0.
 pub struct Master {
     pub addr: SocketAddr,
@@ -129,6 +141,7 @@ pub struct Master {
 
 impl Master {
     pub async fn start(config: Config) -> Self {
+        init_logs();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let output = Output::default();
@@ -304,8 +317,10 @@ pub fn request(id: &str, generation: u64, body: pb::session_request::Body) -> pb
     }
 }
 
-/// One record's result; SHORT and LONG carry a purchase summary.
+/// One record's result; SHORT and LONG carry a purchase summary, INVALID
+/// the record (key `key-<offset>`, a small value, one header).
 pub fn result(offset: i64, outcome: pb::Outcome) -> pb::RecordResult {
+    let invalid = outcome == pb::Outcome::Invalid;
     let purchase =
         matches!(outcome, pb::Outcome::Short | pb::Outcome::Long).then(|| pb::PurchaseSummary {
             id: format!("{offset:024x}"),
@@ -325,13 +340,49 @@ pub fn result(offset: i64, outcome: pb::Outcome) -> pb::RecordResult {
         timestamp_ms: master::coordinator::now_ms() - 5,
         outcome: outcome as i32,
         purchase,
-        invalid_code: if outcome == pb::Outcome::Invalid {
+        invalid_code: if invalid {
             "bad_folio".into()
         } else {
             String::new()
         },
-        invalid_detail: String::new(),
+        invalid_detail: if invalid {
+            "folio must look like ABC-1234".into()
+        } else {
+            String::new()
+        },
+        key: invalid.then(|| format!("key-{offset}").into_bytes()),
+        value: invalid.then(|| format!("{{\"folio\":\"AB-{offset}\"}}").into_bytes()),
+        headers: if invalid {
+            vec![pb::KafkaHeader {
+                key: "trace-id".into(),
+                value: Some(format!("t-{offset}").into_bytes()),
+            }]
+        } else {
+            Vec::new()
+        },
     }
+}
+
+/// Every committed record of `topic`, as a read_committed consumer sees it.
+pub async fn read_committed(bootstrap: &str, topic: &str) -> Vec<e2e::Record> {
+    let cluster = e2e::Cluster {
+        bootstrap: bootstrap.to_owned(),
+    };
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || e2e::read_topic(&cluster, &topic))
+        .await
+        .unwrap()
+}
+
+/// The values of [`read_committed`] as text, sorted.
+pub async fn committed_values(bootstrap: &str, topic: &str) -> Vec<String> {
+    let mut values: Vec<String> = read_committed(bootstrap, topic)
+        .await
+        .into_iter()
+        .map(|r| String::from_utf8(r.value).expect("UTF-8 values"))
+        .collect();
+    values.sort();
+    values
 }
 
 /// The group's committed offsets as Kafka reports them (-1: none).

@@ -1,5 +1,5 @@
 //! Shared by the worker's integration tests: the test Kafka cluster, unique
-//! topics, records written and read back with plain rdkafka, the worker run
+//! topics, records written with plain rdkafka, the worker run
 //! in-process, and a fake master that hands every session to the test.
 #![allow(dead_code)]
 
@@ -14,9 +14,9 @@ use common::pb::session_response::Body as Push;
 use common::pb::{Assign, Revoke, SessionRequest, SessionResponse, Welcome};
 use futures::{Stream, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -47,7 +47,7 @@ pub fn kafka_args(bootstrap: &str, topic: &str) -> KafkaArgs {
 }
 
 /// Creates `topic` with `partitions` partitions and its dead-letter topic
-/// (the master's job in production).
+/// (the master's job in production; the worker must leave it alone).
 pub async fn create_topics(bootstrap: &str, topic: &str, partitions: i32) {
     let args = kafka_args(bootstrap, topic);
     common::kafka::ensure_topic(&args, topic, partitions)
@@ -63,7 +63,8 @@ pub async fn create_topics(bootstrap: &str, topic: &str, partitions: i32) {
 pub struct Input {
     pub partition: i32,
     pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
+    /// `None`: a Kafka null value.
+    pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
     pub timestamp_ms: i64,
 }
@@ -87,11 +88,13 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[Input]) -> Vec<i64
         }
         let mut record = FutureRecord::<[u8], [u8]>::to(topic)
             .partition(r.partition)
-            .payload(&r.value)
             .timestamp(r.timestamp_ms)
             .headers(headers);
         if let Some(k) = &r.key {
             record = record.key(k);
+        }
+        if let Some(v) = &r.value {
+            record = record.payload(v);
         }
         producer.send(record, Duration::from_secs(30))
     });
@@ -105,76 +108,6 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[Input]) -> Vec<i64
             d.offset
         })
         .collect()
-}
-
-/// One record as an independent consumer sees it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-impl Seen {
-    pub fn header(&self, key: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    }
-}
-
-/// Reads `topic` from the beginning until `expected` records arrived, then
-/// one more second to catch extras.
-pub fn read_all(bootstrap: &str, topic: &str, expected: usize) -> Vec<Seen> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("reader-{topic}"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).expect("assign");
-    let deadline = std::time::Instant::now() + WAIT;
-    let mut linger_until = None;
-    let mut seen = Vec::new();
-    loop {
-        let now = std::time::Instant::now();
-        if now > deadline || linger_until.is_some_and(|l| now > l) {
-            break;
-        }
-        if seen.len() >= expected && linger_until.is_none() {
-            linger_until = Some(now + Duration::from_secs(1));
-        }
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m.expect("consume");
-            seen.push(Seen {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().unwrap_or_default().to_vec(),
-                headers: m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            });
-        }
-    }
-    seen.sort_by_key(|s| (s.partition, s.offset));
-    seen
 }
 
 /// High watermark of one partition, asked of the brokers.

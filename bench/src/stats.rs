@@ -1,0 +1,129 @@
+//! Small statistics: medians over runs, latency percentiles from an
+//! HdrHistogram, and the UTC date for file names.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Median of the values (mean of the two middle ones for an even count);
+/// NaNs are ignored, infinities (a run that timed out) count as the largest.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+/// Median of the values that are present.
+pub fn median_of<T>(items: &[T], f: impl Fn(&T) -> Option<f64>) -> Option<f64> {
+    median(&items.iter().filter_map(f).collect::<Vec<_>>())
+}
+
+/// Largest of the values that are present.
+pub fn max_of<T>(items: &[T], f: impl Fn(&T) -> Option<f64>) -> Option<f64> {
+    items.iter().filter_map(f).reduce(f64::max)
+}
+
+/// A latency histogram in whole milliseconds (the master's `latency_ms`),
+/// from 1 ms to one hour at 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid histogram bounds")
+}
+
+/// The percentiles the report shows, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            count: h.len(),
+            p50_ms: h.value_at_quantile(0.50) as f64,
+            p99_ms: h.value_at_quantile(0.99) as f64,
+            p999_ms: h.value_at_quantile(0.999) as f64,
+            max_ms: h.max() as f64,
+        }
+    }
+}
+
+/// The UTC date and time of `unix_secs` as `YYYY-MM-DDTHHMMSSZ`, safe in a
+/// file name.
+pub fn utc_stamp(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Gregorian (year, month, day) of a count of days since 1970-01-01,
+/// counting in 400-year eras that start on March 1st.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // days from 0000-03-01 to 1970-01-01
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[f64::NAN, 2.0]), Some(2.0));
+        assert_eq!(median(&[f64::INFINITY, 1.0, 2.0]), Some(2.0));
+    }
+
+    #[test]
+    fn percentiles_from_a_histogram() {
+        let mut h = latency_histogram();
+        for v in 1..=1000u64 {
+            h.record(v).unwrap();
+        }
+        let p = Percentiles::of(&h);
+        assert_eq!(p.count, 1000);
+        assert!((p.p50_ms - 500.0).abs() <= 1.0);
+        assert!((p.p99_ms - 990.0).abs() <= 1.0);
+        assert_eq!(p.max_ms, 1000.0);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_stamp(0), "1970-01-01T000000Z");
+        assert_eq!(utc_stamp(951_782_400), "2000-02-29T000000Z");
+        assert_eq!(utc_stamp(1_735_689_599), "2024-12-31T235959Z");
+        assert_eq!(utc_stamp(1_709_210_096), "2024-02-29T123456Z");
+    }
+}
