@@ -9,9 +9,9 @@
 #   bench/run.sh --phases drain   any cyberday-bench flag (--help lists them)
 #   KEEP_KAFKA=1 bench/run.sh     leave the benchmark's cluster running afterwards
 #
-# The cluster listens on 127.0.0.1:19192-19194 (controllers 29192-29194), so
-# it never touches the dev cluster (9092, 19092) nor the test cluster (39092,
-# 49092). BENCH_KAFKA_PORT_BASE picks other ports.
+# The cluster listens on 127.0.0.1:19192-19194 (controllers 19292-19294), so
+# it never touches the dev cluster (9092, 9192) nor the test cluster (27092,
+# 27192). BENCH_KAFKA_PORT_BASE picks other ports.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

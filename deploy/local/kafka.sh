@@ -14,7 +14,7 @@
 #
 # Environment (all optional):
 #   KAFKA_PORT_BASE        first client port; nodes use BASE, BASE+1, BASE+2 (default 9092)
-#   KAFKA_CONTROLLER_BASE  first controller port (default BASE+10000)
+#   KAFKA_CONTROLLER_BASE  first controller port (default BASE+100)
 #   KAFKA_STATE_DIR        where data, logs and pid files live
 #                          (default deploy/local/.run/kafka-BASE)
 #   KAFKA_HEAP             JVM heap per node (default 512m)
@@ -24,7 +24,10 @@
 #   KAFKA_READY_TIMEOUT    seconds to wait for the nodes (default 180)
 #
 # Tests start their own cluster with another KAFKA_PORT_BASE so they never
-# disturb one a person is using.
+# disturb one a person is using. Clusters of this project: dev 9092 (controllers
+# 9192), tests 27092 (27192), chaos 28092 (28192), benchmark 19192 (19292): all
+# below 32768, where the kernel picks the local ports of outgoing connections,
+# so a restarted node never finds its port taken by a client socket.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,7 +35,7 @@ cache="$here/.kafka"           # jars from Maven Central (git-ignored, kept betw
 libs="$cache/libs"
 
 port_base="${KAFKA_PORT_BASE:-9092}"
-controller_base="${KAFKA_CONTROLLER_BASE:-$((port_base + 10000))}"
+controller_base="${KAFKA_CONTROLLER_BASE:-$((port_base + 100))}"
 state="${KAFKA_STATE_DIR:-$here/.run/kafka-$port_base}"
 heap="${KAFKA_HEAP:-512m}"
 topic="${KAFKA_TOPIC:-DataTopic}"

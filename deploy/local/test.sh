@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what is missing, starts a
-# throw-away 3-broker Kafka cluster on 127.0.0.1:39092-39094 (so a cluster you
+# throw-away 3-broker Kafka cluster on 127.0.0.1:27092-27094 (so a cluster you
 # run on 9092 is never touched), checks formatting and lints, runs every test
 # against the real brokers, and stops the cluster it started.
 #
@@ -10,8 +10,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 source deploy/local/prereqs.sh
 
-export KAFKA_PORT_BASE=39092
-export CYBERDAY_TEST_BOOTSTRAP="127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094"
+export KAFKA_PORT_BASE=27092
+export CYBERDAY_TEST_BOOTSTRAP="127.0.0.1:27092,127.0.0.1:27093,127.0.0.1:27094"
 kafka=deploy/local/kafka.sh
 
 started=0

@@ -14,7 +14,7 @@ use support::*;
 
 fn kafka_sh(args: &[&str]) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/kafka.sh");
-    let port_base = std::env::var("KAFKA_PORT_BASE").unwrap_or_else(|_| "39092".into());
+    let port_base = std::env::var("KAFKA_PORT_BASE").unwrap_or_else(|_| "27092".into());
     let status = Command::new("bash")
         .arg(&script)
         .args(args)

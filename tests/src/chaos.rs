@@ -102,7 +102,8 @@ pub struct ChaosConfig {
     pub master_pause: Duration,
     /// Shortest time a killed broker stays down.
     pub broker_down: Duration,
-    /// Longest wait for the progress a measurement waits for.
+    /// Longest wait for the partitions to move again after a kill; at the
+    /// end, longest time the commits may stand still short of the end.
     pub recovery_timeout: Duration,
     /// `KAFKA_PORT_BASE` of the cluster, for `deploy/local/kafka.sh`; `None`:
     /// `KAFKA_PORT_BASE` from the environment, else the lowest port of the
@@ -147,9 +148,16 @@ pub struct KillReport {
     /// worker, under another owner; for the master, in the restarted one.
     /// `None`: not within the timeout.
     pub recovery: Option<Duration>,
-    /// From the kill until that progress was committed (the group's
-    /// offsets, in the same transaction as the notifications).
-    pub committed: Option<Duration>,
+    /// From the kill until the group's committed offsets (in the same
+    /// transaction as the notifications) of every affected partition moved
+    /// past where they were at the kill: the durable output is committing
+    /// again. The master keeps committing what it holds when a worker dies,
+    /// so for a worker kill this is only the commit cadence.
+    pub commits_resumed: Option<Duration>,
+    /// Records the master had notified but not yet committed at the kill
+    /// (all partitions): what a restarted master does again, and roughly
+    /// the console lines it prints twice.
+    pub uncommitted: i64,
     /// From the kill until the killed process was running again.
     pub restarted: Option<Duration>,
     /// Anything unusual (a skipped kill, a timeout).
@@ -267,7 +275,7 @@ impl ChaosSummary {
         );
         for (i, k) in self.kills.iter().enumerate() {
             check(
-                k.recovery.is_some() && k.committed.is_some(),
+                k.recovery.is_some() && k.commits_resumed.is_some(),
                 format!(
                     "kill #{} ({} {}): no recovery measured {}",
                     i + 1,
@@ -322,8 +330,9 @@ impl ChaosSummary {
                 "at_s": k.at.as_secs_f64(),
                 "partitions": k.partitions,
                 "recovery_s": secs(k.recovery),
-                "committed_s": secs(k.committed),
+                "commits_resumed_s": secs(k.commits_resumed),
                 "restarted_s": secs(k.restarted),
+                "uncommitted_at_kill": k.uncommitted,
                 "note": k.note,
             })).collect::<Vec<_>>(),
             "elapsed_s": self.elapsed.as_secs_f64(),
@@ -394,20 +403,21 @@ impl fmt::Display for ChaosSummary {
         }
         writeln!(
             f,
-            "  {:<4} {:<7} {:<10} {:>8} {:>11} {:>11} {:>11}  partitions",
-            "#", "kill", "target", "at", "progress", "committed", "restarted"
+            "  {:<4} {:<7} {:<10} {:>8} {:>11} {:>11} {:>11} {:>12}  partitions",
+            "#", "kill", "target", "at", "progress", "commits", "restarted", "uncommitted"
         )?;
         for (i, k) in self.kills.iter().enumerate() {
             writeln!(
                 f,
-                "  {:<4} {:<7} {:<10} {:>6.1} s {:>11} {:>11} {:>11}  {:?}{}",
+                "  {:<4} {:<7} {:<10} {:>6.1} s {:>11} {:>11} {:>11} {:>12}  {:?}{}",
                 i + 1,
                 k.kind.as_str(),
                 k.target,
                 k.at.as_secs_f64(),
                 secs(k.recovery),
-                secs(k.committed),
+                secs(k.commits_resumed),
                 secs(k.restarted),
+                k.uncommitted,
                 k.partitions,
                 if k.note.is_empty() {
                     String::new()
@@ -498,8 +508,7 @@ impl DownBroker {
 
     fn restart(mut self) {
         self.down = false;
-        kafka_sh(self.port_base, &["start", &self.node.to_string()])
-            .unwrap_or_else(|e| panic!("{e}"));
+        start_node(self.port_base, self.node).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -507,8 +516,26 @@ impl Drop for DownBroker {
     fn drop(&mut self) {
         if self.down {
             eprintln!("chaos: starting Kafka node {} again", self.node);
-            if let Err(e) = kafka_sh(self.port_base, &["start", &self.node.to_string()]) {
+            if let Err(e) = start_node(self.port_base, self.node) {
                 eprintln!("chaos: {e}");
+            }
+        }
+    }
+}
+
+/// `kafka.sh start N`, tried three times: a node sometimes exits at once
+/// because a client's ephemeral port holds its port for a moment ("Address
+/// already in use"); `start` does nothing if the node already runs.
+fn start_node(port_base: u16, node: u8) -> Result<(), String> {
+    let mut attempt = 1;
+    loop {
+        match kafka_sh(port_base, &["start", &node.to_string()]) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= 3 => return Err(e),
+            Err(e) => {
+                eprintln!("chaos: {e} (attempt {attempt}); trying again in 2 s");
+                attempt += 1;
+                std::thread::sleep(Duration::from_secs(2));
             }
         }
     }
@@ -552,6 +579,29 @@ impl Snapshot {
             .collect()
     }
 
+    /// For each of `partitions`, one past its committed offset: the commits
+    /// resumed once they all got there.
+    fn commit_targets(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
+        self.stats
+            .partitions
+            .iter()
+            .filter(|s| partitions.contains(&s.partition))
+            .map(|s| (s.partition, s.committed_offset + 1))
+            .collect()
+    }
+
+    /// Sum over the partitions of the position minus the committed offset.
+    fn uncommitted(&self) -> i64 {
+        self.stats
+            .partitions
+            .iter()
+            .filter_map(|s| {
+                let a = self.assignments.get(&s.partition)?;
+                Some((a.next_offset - s.committed_offset.max(0)).max(0))
+            })
+            .sum()
+    }
+
     /// Every partition assigned to a live worker, `workers` connected, each
     /// owning at least one partition.
     fn steady(&self, workers: usize) -> bool {
@@ -569,9 +619,45 @@ impl Snapshot {
     }
 }
 
+/// The input topic's end offsets through a client made in advance, so they
+/// can be read just before a broker is killed (creating a client and
+/// fetching metadata takes seconds on a busy machine).
+struct EndOffsets {
+    consumer: rdkafka::consumer::BaseConsumer,
+    topic: String,
+}
+
+impl EndOffsets {
+    fn new(bootstrap: &str, topic: &str) -> Self {
+        let consumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("a watermarks client");
+        let ends = Self {
+            consumer,
+            topic: topic.into(),
+        };
+        ends.read(); // connects to every leader now
+        ends
+    }
+
+    fn read(&self) -> BTreeMap<i32, i64> {
+        use rdkafka::consumer::Consumer;
+        (0..PARTITIONS)
+            .map(|p| {
+                let (_, high) = self
+                    .consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("end offset of {}[{p}]: {e}", self.topic));
+                (p, high)
+            })
+            .collect()
+    }
+}
+
 /// Polls the master until every partition of `baseline` has advanced past
 /// its baseline position (under an owner other than `not_owner`, when
-/// given); returns the time from `since`, and the positions reached.
+/// given); returns the time from `since`.
 ///
 /// With `not_owner`, a partition's baseline is raised to its position when
 /// it is first seen under a new owner: results the dead worker sent before
@@ -583,10 +669,10 @@ fn wait_progress(
     not_owner: Option<&str>,
     since: Instant,
     timeout: Duration,
-) -> (Option<Duration>, BTreeMap<i32, i64>) {
+) -> Option<Duration> {
     let mut base = baseline.clone();
     let mut rebased = BTreeSet::new();
-    let mut reached: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut reached = BTreeSet::new();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(s) = Snapshot::take(url) {
@@ -595,29 +681,29 @@ fn wait_progress(
                     continue;
                 };
                 let live = a.state == AssignmentState::Assigned as i32 && !a.owner.is_empty();
-                if reached.contains_key(p) || !live || not_owner == Some(a.owner.as_str()) {
+                if reached.contains(p) || !live || not_owner == Some(a.owner.as_str()) {
                     continue;
                 }
                 if not_owner.is_some() && rebased.insert(*p) {
                     *b = (*b).max(a.next_offset);
                 } else if a.next_offset > *b {
-                    reached.insert(*p, a.next_offset);
+                    reached.insert(*p);
                 }
             }
             if reached.len() == base.len() {
-                return (Some(since.elapsed()), reached);
+                return Some(since.elapsed());
             }
         }
         std::thread::sleep(POLL);
     }
-    (None, reached)
+    None
 }
 
 /// Committed offsets per partition, by when they were seen.
 type Samples = Arc<Mutex<Vec<(Instant, BTreeMap<i32, i64>)>>>;
 
 /// Records the master's committed offsets (GetStats) every poll, in the
-/// background, so the time until a kill's progress was committed can be
+/// background, so the time until the commits resumed after a kill can be
 /// read afterwards without holding up the run.
 struct CommitLog {
     samples: Samples,
@@ -654,9 +740,9 @@ impl CommitLog {
     }
 
     /// From `since` until the first sample with every partition of
-    /// `reached` committed at least that far.
-    fn committed_after(&self, since: Instant, reached: &BTreeMap<i32, i64>) -> Option<Duration> {
-        if reached.is_empty() {
+    /// `targets` committed at least that far.
+    fn committed_after(&self, since: Instant, targets: &BTreeMap<i32, i64>) -> Option<Duration> {
+        if targets.is_empty() {
             return None;
         }
         self.samples
@@ -665,7 +751,7 @@ impl CommitLog {
             .iter()
             .filter(|(t, _)| *t >= since)
             .find(|(_, c)| {
-                reached
+                targets
                     .iter()
                     .all(|(p, o)| c.get(p).is_some_and(|c| c >= o))
             })
@@ -743,7 +829,7 @@ fn settle(p: &Pipeline, url: &str, producer: &mut Proc, timeout: Duration) -> bo
     if !producer.is_running() {
         return true;
     }
-    let (again, _) = wait_progress(url, &s.positions(), None, Instant::now(), timeout);
+    let again = wait_progress(url, &s.positions(), None, Instant::now(), timeout);
     again.is_some() || !producer.is_running()
 }
 
@@ -808,14 +894,18 @@ pub fn run(cfg: &ChaosConfig) -> ChaosSummary {
     );
 
     let commits = CommitLog::start(url.clone());
+    let ends = EndOffsets::new(&p.cluster.bootstrap, &p.topic);
     let mut producer = p.produce_in_background(cfg.records, cfg.rate, cfg.seed);
     let t0 = Instant::now();
     let plan = plan_kills(&mut rng, cfg.kills.len(), cfg.produce_time());
-    // Per kill: when, and the positions whose commit is waited for.
-    let mut reached = Vec::new();
+    // Per kill: when, and the committed offsets that mean "commits resumed".
+    let mut commit_targets = Vec::new();
     let mut reports = Vec::new();
     let mut restarting: Option<Restarting> = None;
     for (i, (&kind, &planned)) in cfg.kills.iter().zip(&plan).enumerate() {
+        if let Some(r) = restarting.take() {
+            r.finish(&p, &url, &mut producer, &mut reports, cfg.recovery_timeout);
+        }
         while t0.elapsed() < planned && producer.is_running() {
             std::thread::sleep(POLL);
         }
@@ -825,7 +915,8 @@ pub fn run(cfg: &ChaosConfig) -> ChaosSummary {
             at: t0.elapsed(),
             partitions: vec![],
             recovery: None,
-            committed: None,
+            commits_resumed: None,
+            uncommitted: 0,
             restarted: None,
             note: String::new(),
         };
@@ -836,13 +927,11 @@ pub fn run(cfg: &ChaosConfig) -> ChaosSummary {
             );
             eprintln!("chaos: kill #{} ({kind}) {}", i + 1, report.note);
             reports.push(report);
-            reached.push((t0, BTreeMap::new()));
+            commit_targets.push((t0, BTreeMap::new()));
             continue;
         }
-        if let Some(r) = restarting.take() {
-            r.finish(&p, &url, &mut producer, &mut reports, cfg.recovery_timeout);
-        }
         let before = wait_steady(&p, WORKERS.len(), Duration::from_secs(60));
+        report.uncommitted = before.uncommitted();
         let killed;
         let progress;
         match kind {
@@ -885,15 +974,22 @@ pub fn run(cfg: &ChaosConfig) -> ChaosSummary {
             KillKind::Broker => {
                 let node: u8 = rng.gen_range(1..=3);
                 // Progress means records written after the kill were
-                // notified: the workers' prefetched records do not count.
-                let baseline = end_offsets(&p.cluster, &p.topic);
+                // notified (the workers' prefetched records do not count):
+                // the end offsets just before it, plus what the producer's
+                // rate adds until the SIGKILL has landed.
+                let read = Instant::now();
+                let mut baseline = ends.read();
                 report.target = format!("broker {node}");
                 report.partitions = baseline.keys().copied().collect();
-                killed = Instant::now();
                 report.at = t0.elapsed();
                 let down = DownBroker::kill(node, port_base);
+                killed = Instant::now();
+                let written = f64::from(cfg.rate) * (killed - read).as_secs_f64();
+                for end in baseline.values_mut() {
+                    *end += (written / f64::from(PARTITIONS)).ceil() as i64;
+                }
                 progress = wait_progress(&url, &baseline, None, killed, cfg.recovery_timeout);
-                if progress.0.is_none() {
+                if progress.is_none() {
                     add_note(&mut report, "no progress while the broker was down");
                 }
                 // The node takes a while to start (log recovery after a
@@ -909,9 +1005,9 @@ pub fn run(cfg: &ChaosConfig) -> ChaosSummary {
                 });
             }
         }
-        report.recovery = progress.0;
+        report.recovery = progress;
         progress_line(&report);
-        reached.push((killed, progress.1));
+        commit_targets.push((killed, before.commit_targets(&report.partitions)));
         if restarting.is_none() && !settle(&p, &url, &mut producer, cfg.recovery_timeout) {
             add_note(&mut report, "no progress after the restart");
         }
@@ -920,15 +1016,16 @@ pub fn run(cfg: &ChaosConfig) -> ChaosSummary {
 
     let producer_ok = producer.child.wait().map(|s| s.success()).unwrap_or(false);
     eprintln!(
-        "chaos: producer done after {:.1?} (ok: {producer_ok}); waiting for the commits to reach the end",
+        "chaos: {:.1?} after the producer's start, it has finished (ok: {producer_ok}); \
+         waiting for the commits to reach the end",
         t0.elapsed()
     );
-    let (committed, end) = wait_committed_to_end(&mut p, Duration::from_secs(300));
+    let (committed, end) = wait_committed_to_end(&mut p, cfg.recovery_timeout);
     if let Some(r) = restarting.take() {
         r.finish(&p, &url, &mut producer, &mut reports, cfg.recovery_timeout);
     }
-    for (report, (killed, reached)) in reports.iter_mut().zip(&reached) {
-        report.committed = commits.committed_after(*killed, reached);
+    for (report, (killed, targets)) in reports.iter_mut().zip(&commit_targets) {
+        report.commits_resumed = commits.committed_after(*killed, targets);
     }
     drop(commits);
     let master_clean_exit = stop(&mut p);
@@ -949,18 +1046,50 @@ pub fn run(cfg: &ChaosConfig) -> ChaosSummary {
     summary
 }
 
+/// Calls `f` until it does not panic, up to 10 times a second apart: the
+/// harness's Kafka reads unwrap, and a broker that just came back moves
+/// leaders around for a while (`NotLeaderForPartition`).
+fn retried<T>(what: &str, f: impl Fn() -> T) -> T {
+    let mut attempt = 1;
+    loop {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&f)) {
+            Ok(v) => return v,
+            Err(e) if attempt >= 10 => std::panic::resume_unwind(e),
+            Err(_) => {
+                eprintln!("chaos: {what} failed (attempt {attempt}); retrying in 1 s");
+                attempt += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 /// Waits until the group's committed offsets reach the end offsets, or
-/// `timeout`; returns both as last seen.
+/// until they stopped moving for `stall`; returns both as last seen.
 fn wait_committed_to_end(
     p: &mut Pipeline,
-    timeout: Duration,
+    stall: Duration,
 ) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
-    let deadline = Instant::now() + timeout;
+    let mut last = (BTreeMap::new(), Instant::now());
     loop {
-        let end = end_offsets(&p.cluster, &p.topic);
-        let committed = committed_offsets(&p.cluster, &p.topic, &p.group);
+        let end = retried("reading the end offsets", || {
+            end_offsets(&p.cluster, &p.topic)
+        });
+        let committed = retried("reading the committed offsets", || {
+            committed_offsets(&p.cluster, &p.topic, &p.group)
+        });
         let master_gone = !p.master.as_mut().is_some_and(Proc::is_running);
-        if committed == end || master_gone || Instant::now() >= deadline {
+        if committed != last.0 {
+            last = (committed.clone(), Instant::now());
+        }
+        if committed == end || master_gone || last.1.elapsed() >= stall {
+            if committed != end {
+                eprintln!(
+                    "chaos: the commits stopped short of the end (master running: {}); logs in {}",
+                    !master_gone,
+                    p.dir.display()
+                );
+            }
             return (committed, end);
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -982,7 +1111,7 @@ fn stop(p: &mut Pipeline) -> bool {
 fn verdict(p: &Pipeline) -> ChaosSummary {
     let mut expected = Expected::default();
     let mut reasons: HashMap<(i32, i64), &'static str> = HashMap::new();
-    let input = read_topic(&p.cluster, &p.topic);
+    let input = retried("reading the input", || read_topic(&p.cluster, &p.topic));
     for r in &input {
         match classify(&r.value, &Rules::default()) {
             Classification::Purchase { kind, purchase } => {
@@ -999,11 +1128,15 @@ fn verdict(p: &Pipeline) -> ChaosSummary {
         }
     }
 
-    let notified = read_notifications(&p.cluster, &p.notifications_topic);
+    let notified = retried("reading the notifications", || {
+        read_notifications(&p.cluster, &p.notifications_topic)
+    });
     let topic = check_exactly_once(&expected, &notified);
     let console = check_exactly_once(&expected, &p.notifications());
 
-    let dlq = read_topic(&p.cluster, &format!("{}.DLQ", p.topic));
+    let dlq = retried("reading the DLQ", || {
+        read_topic(&p.cluster, &format!("{}.DLQ", p.topic))
+    });
     let mut seen: HashMap<(i32, i64), usize> = HashMap::new();
     let mut dlq_wrong = 0;
     for r in &dlq {

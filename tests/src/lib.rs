@@ -32,7 +32,7 @@ use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// The test cluster's ports (deploy/local/test.sh starts it on these).
-pub const DEFAULT_TEST_BOOTSTRAP: &str = "127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094";
+pub const DEFAULT_TEST_BOOTSTRAP: &str = "127.0.0.1:27092,127.0.0.1:27093,127.0.0.1:27094";
 
 /// Bootstrap servers of the test cluster (`CYBERDAY_TEST_BOOTSTRAP`, or the
 /// ports deploy/local/test.sh uses). Panics with how to start one when it is
@@ -49,7 +49,7 @@ pub fn test_bootstrap() -> String {
         panic!(
             "no Kafka test cluster at {bootstrap} ({e}). Run the whole suite with \
              deploy/local/test.sh, or start the test cluster with \
-             `KAFKA_PORT_BASE=39092 deploy/local/kafka.sh up` (or point \
+             `KAFKA_PORT_BASE=27092 deploy/local/kafka.sh up` (or point \
              CYBERDAY_TEST_BOOTSTRAP at another cluster)."
         );
     }

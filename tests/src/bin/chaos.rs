@@ -47,7 +47,8 @@ struct Args {
     /// (default: the lowest bootstrap port).
     #[arg(long, env = "KAFKA_PORT_BASE")]
     kafka_port_base: Option<u16>,
-    /// Longest wait for the partitions to move again after a kill, in seconds.
+    /// Longest wait, in seconds, for the partitions to move again after a
+    /// kill (and for the commits to move at the end).
     #[arg(long, env = "CHAOS_RECOVERY_TIMEOUT", default_value_t = 60)]
     recovery_timeout: u64,
     /// Prefix of the topic and group; the processes' logs go to
