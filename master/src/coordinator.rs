@@ -474,12 +474,12 @@ impl Coordinator {
                     info!(worker = %owner, partition, old_generation = old, generation, start_offset = part.next_offset, "rewound: assigned again from the last committed offset");
                     fx.messages.push((
                         session,
-                        response(Body::Assign(pb::Assign {
-                            topic: self.settings.topic.clone(),
+                        assign(
+                            &self.settings.topic,
                             partition,
-                            start_offset: part.next_offset,
+                            part.next_offset,
                             generation,
-                        })),
+                        ),
                     ));
                     part.ownership = Ownership::Assigned {
                         owner: owner.clone(),
@@ -732,12 +732,12 @@ impl Coordinator {
                     info!(worker = %owner, partition, generation, start_offset = part.next_offset, "assigned");
                     fx.messages.push((
                         session,
-                        response(Body::Assign(pb::Assign {
-                            topic: self.settings.topic.clone(),
+                        assign(
+                            &self.settings.topic,
                             partition,
-                            start_offset: part.next_offset,
+                            part.next_offset,
                             generation,
-                        })),
+                        ),
                     ));
                     part.ownership = Ownership::Assigned {
                         owner: owner.clone(),
@@ -762,6 +762,17 @@ impl Coordinator {
 fn next_generation(last: &mut u64) -> u64 {
     *last = (*last).max(now_ms().max(0) as u64) + 1;
     *last
+}
+
+/// The `assign` pushed to a worker: read `partition` from `start_offset`
+/// under `generation`.
+fn assign(topic: &str, partition: i32, start_offset: i64, generation: u64) -> pb::SessionResponse {
+    response(Body::Assign(pb::Assign {
+        topic: topic.to_owned(),
+        partition,
+        start_offset,
+        generation,
+    }))
 }
 
 fn response(body: Body) -> pb::SessionResponse {
