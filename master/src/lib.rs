@@ -123,10 +123,13 @@ pub async fn serve_to<W: Write + Send + 'static>(
     let transactional_id = config.transactional_id();
     let out = {
         let (kafka, id) = (kafka.clone(), transactional_id.clone());
-        tokio::task::spawn_blocking(move || Output::init(&kafka, &id, topics, group))
-            .await
-            .context("transactions task")?
-            .with_context(|| format!("initialising transactions as {transactional_id}"))?
+        let read_committed = offsets.committed_reader();
+        tokio::task::spawn_blocking(move || {
+            Output::init(&kafka, &id, topics, group, read_committed)
+        })
+        .await
+        .context("transactions task")?
+        .with_context(|| format!("initialising transactions as {transactional_id}"))?
     };
     let starts = offsets
         .starts((0..partitions as i32).collect())

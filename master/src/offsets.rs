@@ -81,6 +81,29 @@ impl Offsets {
             .expect("Kafka client call panicked")
     }
 
+    /// A blocking reader of the group's committed offsets, for the output
+    /// thread (which reads them back after replacing its producer).
+    pub fn committed_reader(&self) -> crate::output::ReadCommitted {
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let timeout = self.timeout;
+        Box::new(move |partitions: &[i32]| {
+            let mut tpl = TopicPartitionList::new();
+            for &p in partitions {
+                tpl.add_partition(&topic, p);
+            }
+            let committed = consumer.committed_offsets(tpl, timeout)?;
+            Ok(committed
+                .elements_for_topic(&topic)
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect())
+        })
+    }
+
     /// Partition count of the topic, `None` if it does not exist.
     pub async fn partition_count(&self) -> KafkaResult<Option<usize>> {
         self.blocking(|c, topic, timeout| {

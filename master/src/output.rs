@@ -13,8 +13,17 @@
 //!   every partition back to the last committed offsets under new
 //!   generations ([`crate::coordinator::Coordinator::rewind`]); whatever it
 //!   sent before it saw the rewind carries the old epoch and is dropped here;
-//! - fatal (fenced by a newer master with the same `transactional.id`): the
-//!   master stops with an error.
+//! - stuck: a retriable failure that lasts longer than the transaction
+//!   timeout (the brokers have aborted the transaction by then) is handled
+//!   as abortable;
+//! - fatal, not fenced (librdkafka gives the producer up, e.g. an
+//!   idempotence sequence lost while a broker was down): the producer is
+//!   replaced in-process, as a restart of the master would: a new client
+//!   under the same `transactional.id` fences the old one and settles its
+//!   last transaction, the group's committed offsets are read back from
+//!   Kafka, and a [`Rewind`] to them is published;
+//! - fenced (a newer master with the same `transactional.id`): the master
+//!   stops with an error.
 //!
 //! Every call here blocks: this thread is the producer's only caller (the
 //! client's own polling thread serves its delivery reports, which aborting a
@@ -79,6 +88,20 @@ const STOPPING_ATTEMPTS: u32 = 5;
 const SLOW_COMMIT: Duration = Duration::from_secs(1);
 /// Attempts of `init_transactions` and `abort_transaction`.
 const ATTEMPTS: u32 = 5;
+/// The brokers abort a transaction open longer than this (the producer's
+/// `transaction.timeout.ms`): retrying a call beyond it cannot commit.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait between attempts to replace a failed producer.
+const REPLACE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Fault injection for the tests: with `CYBERDAY_FAULT_FATAL_AT_COMMIT=N`,
+/// librdkafka raises a fatal error in the producer just before its Nth
+/// commit, as it does when it loses an idempotence sequence.
+pub const FAULT_FATAL_AT_COMMIT: &str = "CYBERDAY_FAULT_FATAL_AT_COMMIT";
+
+/// Reads the group's committed offsets of the given partitions back from
+/// Kafka (blocking); partitions with none are absent.
+pub type ReadCommitted = Box<dyn FnMut(&[i32]) -> KafkaResult<BTreeMap<i32, i64>> + Send + 'static>;
 
 /// What the coordinator hands the output, in order.
 #[derive(Debug)]
@@ -251,12 +274,29 @@ fn source_of<M: Message>(message: &M) -> Option<(i32, i64)> {
     Some((i32::try_from(partition).ok()?, find(HEADER_SOURCE_OFFSET)?))
 }
 
+/// Where the output publishes what it did, and whether the master stops.
+struct Links<'a> {
+    rewinds: &'a watch::Sender<Rewind>,
+    view: &'a watch::Sender<OffsetsView>,
+    stopping: &'a CancellationToken,
+}
+
 /// The transactional writer.
 pub struct Output {
     producer: ThreadedProducer<Context>,
     group: ConsumerGroupMetadata,
     topics: Topics,
     id: String,
+    /// To create a replacement producer.
+    args: KafkaArgs,
+    read_committed: ReadCommitted,
+    /// Every partition a checkpoint has named.
+    partitions: std::collections::BTreeSet<i32>,
+    /// When the open transaction began.
+    opened: std::time::Instant,
+    /// Commits attempted, and the one before which to inject a fatal error.
+    commits: u64,
+    fault_at: Option<u64>,
     /// The group's offsets as of the last commit (partitions never committed
     /// are absent).
     committed: BTreeMap<i32, i64>,
@@ -277,42 +317,54 @@ impl Output {
         id: &str,
         topics: Topics,
         group: ConsumerGroupMetadata,
+        read_committed: ReadCommitted,
     ) -> Result<Self> {
-        let context = Context {
-            dlq: topics.dlq.clone(),
-            refused: Mutex::new(HashSet::new()),
-        };
-        let producer: ThreadedProducer<Context> =
-            common::kafka::transactional_producer_config(args, id)
-                .create_with_context(context)
-                .map_err(Error::Create)?;
+        let producer = create(args, id, &topics.dlq, HashSet::new())?;
         let mut output = Self {
             producer,
             group,
             topics,
             id: id.to_owned(),
+            args: args.clone(),
+            read_committed,
+            partitions: Default::default(),
+            opened: std::time::Instant::now(),
+            commits: 0,
+            fault_at: std::env::var(FAULT_FATAL_AT_COMMIT)
+                .ok()
+                .and_then(|v| v.parse().ok()),
             committed: BTreeMap::new(),
             epoch: 0,
             pending: 0,
             rewinding: false,
         };
-        let mut attempt = 1;
-        loop {
-            match output.producer.init_transactions(CALL_TIMEOUT) {
-                Ok(()) => break,
-                Err(e) if failure(&e) == Failure::Retry && attempt < ATTEMPTS => {
-                    warn!(error = %e, attempt, "initialising transactions; retrying");
-                    attempt += 1;
-                }
-                Err(e) => return Err(output.fatal(&e)),
-            }
+        if let Err(e) = output.init_transactions() {
+            return Err(output.fatal(&e));
         }
         info!(
             transactional_id = id,
             "transactions initialised; any earlier instance is fenced"
         );
-        output.begin()?;
+        output
+            .producer
+            .begin_transaction()
+            .map_err(|e| output.fatal(&e))?;
+        output.opened = std::time::Instant::now();
         Ok(output)
+    }
+
+    fn init_transactions(&self) -> KafkaResult<()> {
+        let mut attempt = 1;
+        loop {
+            match self.producer.init_transactions(CALL_TIMEOUT) {
+                Ok(()) => return Ok(()),
+                Err(e) if failure(&e) == Failure::Retry && attempt < ATTEMPTS => {
+                    warn!(error = %e, attempt, "initialising transactions; retrying");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Serves `queue` until it closes (after the coordinator's final
@@ -327,7 +379,13 @@ impl Output {
         view: watch::Sender<OffsetsView>,
         stopping: CancellationToken,
     ) -> Result<()> {
+        self.partitions.extend(committed.keys());
         self.committed = committed;
+        let to = Links {
+            rewinds: &rewinds,
+            view: &view,
+            stopping: &stopping,
+        };
         while let Some(msg) = queue.blocking_recv() {
             if msg.epoch() != self.epoch {
                 // Sent before the coordinator saw the rewind: replayed later.
@@ -346,13 +404,11 @@ impl Output {
                     room,
                     ..
                 } => {
-                    self.write(&notices, &dead_letters, &rewinds)?;
+                    self.write(&notices, &dead_letters, &to)?;
                     // In the client's buffer now, bounded by its own limits.
                     drop(room);
                 }
-                OutputMsg::Checkpoint { positions, .. } => {
-                    self.commit(positions, &rewinds, &view, &stopping)?
-                }
+                OutputMsg::Checkpoint { positions, .. } => self.commit(positions, &to)?,
             }
         }
         if self.rewinding {
@@ -378,20 +434,20 @@ impl Output {
         &mut self,
         notices: &Notices,
         dead_letters: &[DeadLetter],
-        rewinds: &watch::Sender<Rewind>,
+        to: &Links<'_>,
     ) -> Result<()> {
         for notice in notices.iter() {
             let record = BaseRecord::<[u8], [u8]>::to(&self.topics.notifications)
                 .key(notice.notification.purchase.folio.as_bytes())
                 .payload(notice.json.as_bytes());
             if let Err(e) = send(&self.producer, record) {
-                return self.abort(&e, rewinds);
+                return self.abort(&e, to);
             }
             self.pending += 1;
         }
         for letter in dead_letters {
             if let Err(e) = self.send_dead_letter(letter) {
-                return self.abort(&e, rewinds);
+                return self.abort(&e, to);
             }
             self.pending += 1;
         }
@@ -427,13 +483,8 @@ impl Output {
 
     /// Commits the open transaction with `positions` as the group's offsets,
     /// then begins the next. Nothing to do when nothing changed.
-    fn commit(
-        &mut self,
-        positions: BTreeMap<i32, i64>,
-        rewinds: &watch::Sender<Rewind>,
-        view: &watch::Sender<OffsetsView>,
-        stopping: &CancellationToken,
-    ) -> Result<()> {
+    fn commit(&mut self, positions: BTreeMap<i32, i64>, to: &Links<'_>) -> Result<()> {
+        self.partitions.extend(positions.keys());
         let changed: BTreeMap<i32, i64> = positions
             .into_iter()
             .filter(|(p, o)| self.committed.get(p) != Some(o))
@@ -442,6 +493,10 @@ impl Output {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        self.commits += 1;
+        if self.fault_at == Some(self.commits) {
+            self.inject_fatal();
+        }
         if !changed.is_empty() {
             let mut offsets = TopicPartitionList::new();
             for (&p, &o) in &changed {
@@ -449,20 +504,20 @@ impl Output {
                     .add_partition_offset(&self.topics.input, p, Offset::Offset(o))
                     .expect("a plain offset is valid");
             }
-            let sent = self.retrying("adding the offsets to the transaction", stopping, |o| {
+            let sent = self.retrying("adding the offsets to the transaction", to.stopping, |o| {
                 o.producer
                     .send_offsets_to_transaction(&offsets, &o.group, CALL_TIMEOUT)
             });
             if let Err((kind, e)) = sent {
-                return self.fail(kind, &e, rewinds);
+                return self.fail(kind, &e, to);
             }
         }
         let offsets_took = started.elapsed();
-        let committed = self.retrying("committing the transaction", stopping, |o| {
+        let committed = self.retrying("committing the transaction", to.stopping, |o| {
             o.producer.commit_transaction(CALL_TIMEOUT)
         });
         if let Err((kind, e)) = committed {
-            return self.fail(kind, &e, rewinds);
+            return self.fail(kind, &e, to);
         }
         let took = started.elapsed();
         if took > SLOW_COMMIT {
@@ -485,8 +540,8 @@ impl Output {
             .lock()
             .expect("refused set poisoned")
             .retain(|(p, o)| committed.get(p).is_none_or(|c| o >= c));
-        view.send_modify(|v| v.committed.extend(changed));
-        self.begin()
+        to.view.send_modify(|v| v.committed.extend(changed));
+        self.begin(to)
     }
 
     /// Calls `call` until it succeeds or fails in a way retrying cannot fix.
@@ -498,12 +553,18 @@ impl Output {
     ) -> std::result::Result<(), (Failure, KafkaError)> {
         let mut delay = RETRY_FIRST;
         let mut attempt = 1;
+        let started = std::time::Instant::now();
         loop {
             let e = match call(self) {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
             match failure(&e) {
+                // The brokers have aborted the transaction by now.
+                Failure::Retry if started.elapsed() >= TRANSACTION_TIMEOUT => {
+                    warn!(error = %e, attempt, took = ?started.elapsed(), "{what} still failing after the transaction timeout; giving the transaction up");
+                    return Err((Failure::Abort, e));
+                }
                 Failure::Retry if !stopping.is_cancelled() || attempt < STOPPING_ATTEMPTS => {
                     warn!(error = %e, attempt, retry_in = ?delay, "{what} failed; retrying");
                     std::thread::sleep(delay);
@@ -517,21 +578,17 @@ impl Output {
         }
     }
 
-    fn fail(
-        &mut self,
-        kind: Failure,
-        e: &KafkaError,
-        rewinds: &watch::Sender<Rewind>,
-    ) -> Result<()> {
+    fn fail(&mut self, kind: Failure, e: &KafkaError, to: &Links<'_>) -> Result<()> {
         match kind {
-            Failure::Fatal => Err(self.fatal(e)),
-            Failure::Abort | Failure::Retry => self.abort(e, rewinds),
+            Failure::Fatal => self.replace(e, to),
+            Failure::Abort | Failure::Retry => self.abort(e, to),
         }
     }
 
     /// Aborts the open transaction, publishes a rewind to the last committed
-    /// offsets and begins the next transaction.
-    fn abort(&mut self, cause: &KafkaError, rewinds: &watch::Sender<Rewind>) -> Result<()> {
+    /// offsets and begins the next transaction. A producer that cannot
+    /// abort is replaced.
+    fn abort(&mut self, cause: &KafkaError, to: &Links<'_>) -> Result<()> {
         warn!(
             error = %cause,
             records = self.pending,
@@ -546,9 +603,16 @@ impl Output {
                     warn!(error = %e, attempt, "aborting the transaction; retrying");
                     attempt += 1;
                 }
-                Err(e) => return Err(self.fatal(&e)),
+                Err(e) => return self.replace(&e, to),
             }
         }
+        self.publish_rewind(to.rewinds);
+        self.begin(to)
+    }
+
+    /// From the next epoch on, every partition starts over from the last
+    /// committed offsets.
+    fn publish_rewind(&mut self, rewinds: &watch::Sender<Rewind>) {
         self.epoch += 1;
         self.pending = 0;
         self.rewinding = true;
@@ -556,16 +620,113 @@ impl Output {
             epoch: self.epoch,
             committed: self.committed.clone(),
         });
-        self.begin()
     }
 
-    fn begin(&mut self) -> Result<()> {
+    fn begin(&mut self, to: &Links<'_>) -> Result<()> {
+        match self.producer.begin_transaction() {
+            Ok(()) => {
+                self.opened = std::time::Instant::now();
+                Ok(())
+            }
+            Err(e) => self.replace(&e, to),
+        }
+    }
+
+    /// Replaces a producer librdkafka gave up on, as a restarted master
+    /// would: a new client under the same `transactional.id` (which fences
+    /// the old one and settles its last transaction, committed or aborted),
+    /// then the committed offsets read back from Kafka and a rewind to
+    /// them. Fenced by another master, or stopping: the master stops.
+    fn replace(&mut self, cause: &KafkaError, to: &Links<'_>) -> Result<()> {
+        let error = self.fatal(cause);
+        // Fenced: by the brokers, when the transaction outlived its timeout
+        // (they bump the producer's epoch as they abort it), or else by
+        // another master that took the id over, which keeps it.
+        let taken_over =
+            matches!(error, Error::Fenced { .. }) && self.opened.elapsed() < TRANSACTION_TIMEOUT;
+        if taken_over || to.stopping.is_cancelled() {
+            error!(%error, "stopping the master");
+            return Err(error);
+        }
+        warn!(
+            %error,
+            transactional_id = %self.id,
+            "replacing the transactional producer; the partitions start over from the offsets committed in Kafka"
+        );
+
+        let refused = std::mem::take(
+            &mut *self
+                .producer
+                .context()
+                .refused
+                .lock()
+                .expect("refused set poisoned"),
+        );
+        let mut delay = RETRY_FIRST;
+        let mut attempt = 1;
+        loop {
+            if to.stopping.is_cancelled() {
+                error!(%error, "stopping the master");
+                return Err(error);
+            }
+            match self.reinit(refused.clone()) {
+                Ok(committed) => {
+                    info!(attempt, committed = ?committed, "transactional producer replaced");
+                    self.committed = committed;
+                    to.view
+                        .send_modify(|v| v.committed.clone_from(&self.committed));
+                    self.publish_rewind(to.rewinds);
+                    return Ok(());
+                }
+                Err(e) => {
+                    if let Error::Fenced { .. } = e {
+                        error!(error = %e, "stopping the master");
+                        return Err(e);
+                    }
+                    warn!(error = %e, attempt, retry_in = ?delay, "replacing the transactional producer failed; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(REPLACE_RETRY_MAX);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Self::replace`]: the new producer, its first
+    /// transaction begun, and the committed offsets.
+    fn reinit(&mut self, refused: HashSet<(i32, i64)>) -> Result<BTreeMap<i32, i64>> {
+        self.producer = create(&self.args, &self.id, &self.topics.dlq, refused)?;
+        if let Err(e) = self.init_transactions() {
+            return Err(self.fatal(&e));
+        }
+        let partitions: Vec<i32> = self.partitions.iter().copied().collect();
+        let committed = (self.read_committed)(&partitions)
+            .map_err(|e| Error::NotCommitted(format!("reading the committed offsets back: {e}")))?;
         self.producer
             .begin_transaction()
-            .map_err(|e| self.fatal(&e))
+            .map_err(|e| self.fatal(&e))?;
+        self.opened = std::time::Instant::now();
+        Ok(committed)
     }
 
-    /// The error that stops the master, logged.
+    fn inject_fatal(&self) {
+        warn!(
+            commit = self.commits,
+            "{FAULT_FATAL_AT_COMMIT}: injecting a fatal producer error"
+        );
+        let reason = c"fault injected by CYBERDAY_FAULT_FATAL_AT_COMMIT";
+        // SAFETY: the client pointer is valid while `self.producer` lives,
+        // and librdkafka copies the reason.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+    }
+
+    /// What a failure of the producer means for the master.
     fn fatal(&self, e: &KafkaError) -> Error {
         let mut detail = e.to_string();
         let mut codes = vec![e.rdkafka_error_code()];
@@ -584,14 +745,28 @@ impl Output {
             )
         });
         let id = self.id.clone();
-        let error = if fenced {
+        if fenced {
             Error::Fenced { id, detail }
         } else {
             Error::Fatal { id, detail }
-        };
-        error!(%error, "stopping the master");
-        error
+        }
     }
+}
+
+/// A transactional producer under `id`, not yet initialised.
+fn create(
+    args: &KafkaArgs,
+    id: &str,
+    dlq: &str,
+    refused: HashSet<(i32, i64)>,
+) -> Result<ThreadedProducer<Context>> {
+    let context = Context {
+        dlq: dlq.to_owned(),
+        refused: Mutex::new(refused),
+    };
+    common::kafka::transactional_producer_config(args, id)
+        .create_with_context(context)
+        .map_err(Error::Create)
 }
 
 /// Queues one record, waiting while the client's queue is full.

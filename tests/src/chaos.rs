@@ -1020,10 +1020,13 @@ pub fn run(cfg: &ChaosConfig) -> ChaosSummary {
          waiting for the commits to reach the end",
         t0.elapsed()
     );
-    let (committed, end) = wait_committed_to_end(&mut p, cfg.recovery_timeout);
+    // A broker still starting (log recovery after a SIGKILL takes a while
+    // on a loaded machine) is the last disruption: the commits have
+    // `recovery_timeout` to reach the end once it is back.
     if let Some(r) = restarting.take() {
         r.finish(&p, &url, &mut producer, &mut reports, cfg.recovery_timeout);
     }
+    let (committed, end) = wait_committed_to_end(&mut p, cfg.recovery_timeout);
     for (report, (killed, targets)) in reports.iter_mut().zip(&commit_targets) {
         report.commits_resumed = commits.committed_after(*killed, targets);
     }

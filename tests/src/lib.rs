@@ -151,10 +151,22 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, dir: &Path, program: &Path, args: &[String]) -> Self {
+        Self::spawn_with_env(name, dir, program, args, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        dir: &Path,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Self {
         let stdout = dir.join(format!("{name}.stdout"));
         let stderr = dir.join(format!("{name}.stderr"));
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .env("LOG_FORMAT", "text")
             .stdin(Stdio::null())
@@ -227,11 +239,18 @@ pub struct Pipeline {
     pub master_outputs: Vec<PathBuf>,
     pub workers: Vec<Proc>,
     master_runs: usize,
+    /// Extra environment of every master this pipeline starts.
+    master_env: Vec<(String, String)>,
 }
 
 impl Pipeline {
     /// Creates the topic (6 partitions) and starts the master.
     pub fn start(test: &str, partitions: i32) -> Self {
+        Self::start_with_master_env(test, partitions, &[])
+    }
+
+    /// [`Pipeline::start`], the master with extra environment variables.
+    pub fn start_with_master_env(test: &str, partitions: i32, env: &[(&str, &str)]) -> Self {
         let cluster = Cluster::get();
         let topic = unique(test);
         cluster.create_topic(&topic, partitions);
@@ -246,6 +265,10 @@ impl Pipeline {
             master_outputs: vec![],
             workers: vec![],
             master_runs: 0,
+            master_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         p.start_master();
         p
@@ -276,7 +299,7 @@ impl Pipeline {
         .map(String::from)
         .to_vec();
         let name = format!("master-{}", self.master_runs);
-        let proc = Proc::spawn(&name, &self.dir, &bin("master"), &args);
+        let proc = Proc::spawn_with_env(&name, &self.dir, &bin("master"), &args, &self.master_env);
         self.master_outputs.push(proc.stdout.clone());
         self.master = Some(proc);
         self.wait_for_master();

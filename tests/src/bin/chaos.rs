@@ -51,6 +51,10 @@ struct Args {
     /// kill (and for the commits to move at the end).
     #[arg(long, env = "CHAOS_RECOVERY_TIMEOUT", default_value_t = 60)]
     recovery_timeout: u64,
+    /// Shortest time, in seconds, a killed broker stays down (longer than the
+    /// transactions' 30 s timeout exercises the brokers aborting them).
+    #[arg(long, env = "CHAOS_BROKER_DOWN", default_value_t = 5)]
+    broker_down: u64,
     /// Prefix of the topic and group; the processes' logs go to
     /// `target/<profile>/e2e-logs/<name>/`.
     #[arg(long, default_value = "chaos")]
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
     cfg.kills = args.kills;
     cfg.kafka_port_base = args.kafka_port_base;
     cfg.recovery_timeout = Duration::from_secs(args.recovery_timeout);
+    cfg.broker_down = Duration::from_secs(args.broker_down);
     let summary = chaos::run(&cfg);
 
     println!("{summary}");
