@@ -29,7 +29,7 @@
 //! client's own polling thread serves its delivery reports, which aborting a
 //! transaction waits for).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -386,17 +386,20 @@ impl Output {
             view: &view,
             stopping: &stopping,
         };
-        while let Some(msg) = queue.blocking_recv() {
-            if msg.epoch() != self.epoch {
-                // Sent before the coordinator saw the rewind: replayed later.
-                debug!(
-                    epoch = msg.epoch(),
-                    current = self.epoch,
-                    "output of an aborted epoch dropped"
-                );
+        // Records that came after the last checkpoint of a coalesced run:
+        // they belong to the next transaction.
+        let mut held: VecDeque<OutputMsg> = VecDeque::new();
+        loop {
+            let msg = match held.pop_front() {
+                Some(msg) => msg,
+                None => match queue.blocking_recv() {
+                    Some(msg) => msg,
+                    None => break,
+                },
+            };
+            if !self.current(&msg) {
                 continue;
             }
-            self.rewinding = false;
             match msg {
                 OutputMsg::Records {
                     notices,
@@ -408,7 +411,44 @@ impl Output {
                     // In the client's buffer now, bounded by its own limits.
                     drop(room);
                 }
-                OutputMsg::Checkpoint { positions, .. } => self.commit(positions, &to)?,
+                OutputMsg::Checkpoint { mut positions, .. } => {
+                    // A commit takes a while; the checkpoints queued behind
+                    // this one share its transaction instead of each taking
+                    // their own: the records up to the last of them are
+                    // written, those after it wait for the next.
+                    let epoch = self.epoch;
+                    while self.epoch == epoch {
+                        let Ok(next) = queue.try_recv() else { break };
+                        if !self.current(&next) {
+                            continue;
+                        }
+                        match next {
+                            OutputMsg::Checkpoint { positions: p, .. } => {
+                                for msg in held.drain(..) {
+                                    if let OutputMsg::Records {
+                                        notices,
+                                        dead_letters,
+                                        ..
+                                    } = msg
+                                    {
+                                        self.write(&notices, &dead_letters, &to)?;
+                                    }
+                                }
+                                positions = p;
+                            }
+                            records => held.push_back(records),
+                        }
+                    }
+                    // A write that failed aborted the transaction: nothing
+                    // of this epoch is committed.
+                    if self.epoch == epoch {
+                        self.commit(positions, &to)?;
+                    }
+                    if self.epoch != epoch {
+                        // Aborted: what was held belongs to the old epoch.
+                        held.clear();
+                    }
+                }
             }
         }
         if self.rewinding {
@@ -426,6 +466,21 @@ impl Output {
         }
         info!(committed = ?self.committed, "output stopped");
         Ok(())
+    }
+
+    /// Whether `msg` is of the current epoch; older ones were sent before
+    /// the coordinator saw the rewind, and are replayed.
+    fn current(&mut self, msg: &OutputMsg) -> bool {
+        if msg.epoch() != self.epoch {
+            debug!(
+                epoch = msg.epoch(),
+                current = self.epoch,
+                "output of an aborted epoch dropped"
+            );
+            return false;
+        }
+        self.rewinding = false;
+        true
     }
 
     /// Writes one batch's notifications and dead letters into the open

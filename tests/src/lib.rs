@@ -53,7 +53,49 @@ pub fn test_bootstrap() -> String {
              CYBERDAY_TEST_BOOTSTRAP at another cluster)."
         );
     }
+    static WARM: std::sync::Once = std::sync::Once::new();
+    WARM.call_once(|| warm_up(&bootstrap));
     bootstrap
+}
+
+/// On a freshly started cluster the first transaction and the first group
+/// offset commit wait for the brokers to create and load
+/// `__transaction_state` and `__consumer_offsets`, which takes longer than
+/// the tests' own waits on a loaded machine. One transactional offset
+/// commit per test process, with a generous timeout, does that first.
+fn warm_up(bootstrap: &str) {
+    use rdkafka::producer::{BaseProducer, Producer};
+
+    let timeout = Duration::from_secs(120);
+    let started = Instant::now();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", "cyberday-test-warm-up")
+        .create()
+        .expect("warm-up producer");
+    let member: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "cyberday-test-warm-up")
+        .create()
+        .expect("warm-up group client");
+    let warm = || -> Result<(), KafkaError> {
+        producer.init_transactions(timeout)?;
+        producer.begin_transaction()?;
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset("DataTopic", 0, Offset::Offset(0))?;
+        let group = member
+            .group_metadata()
+            .expect("a consumer with a group.id has group metadata");
+        producer.send_offsets_to_transaction(&offsets, &group, timeout)?;
+        producer.commit_transaction(timeout)
+    };
+    if let Err(e) = warm() {
+        panic!(
+            "the Kafka test cluster at {bootstrap} does not take a transactional offset \
+             commit ({e}) after {:?}; see its logs under deploy/local/.run/",
+            started.elapsed()
+        );
+    }
 }
 
 /// The Kafka cluster the tests run against.

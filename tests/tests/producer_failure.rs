@@ -15,7 +15,7 @@ fn a_failed_transactional_producer_is_replaced_without_loss_or_repeat() {
     let mut p = Pipeline::start_with_master_env(
         "e2e-producer-fatal",
         6,
-        &[("CYBERDAY_FAULT_FATAL_AT_COMMIT", "8")],
+        &[("CYBERDAY_FAULT_FATAL_AT_COMMIT", "3")],
     );
     p.start_worker("w1");
     p.start_worker("w2");
