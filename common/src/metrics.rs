@@ -83,17 +83,12 @@ impl HistogramSnapshot {
 
     /// What was observed since `earlier` (a snapshot of the same histogram).
     pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
-        HistogramSnapshot {
-            bounds: self.bounds,
-            scale: self.scale,
-            buckets: self
-                .buckets
-                .iter()
-                .zip(&earlier.buckets)
-                .map(|(now, then)| now.saturating_sub(*then))
-                .collect(),
-            sum: self.sum.saturating_sub(earlier.sum),
+        let mut window = self.clone();
+        for (n, then) in window.buckets.iter_mut().zip(&earlier.buckets) {
+            *n = n.saturating_sub(*then);
         }
+        window.sum = self.sum.saturating_sub(earlier.sum);
+        window
     }
 
     /// The upper bound of the bucket holding quantile `q` (0..=1), in the
@@ -172,9 +167,36 @@ impl Exposition {
         self
     }
 
+    /// Gauge families with one sample per partition of `rows` (a row whose
+    /// value is `None` has no sample in that family).
+    pub fn partition_gauges<T>(
+        &mut self,
+        gauges: &[PartitionGauge<T>],
+        rows: &[(i32, T)],
+    ) -> &mut Self {
+        for g in gauges {
+            self.family(g.name, "gauge", g.help);
+            for (partition, row) in rows {
+                if let Some(v) = (g.value)(row) {
+                    self.sample(g.name, &[("partition", &partition.to_string())], v);
+                }
+            }
+        }
+        self
+    }
+
     pub fn finish(self) -> String {
         self.text
     }
+}
+
+/// A gauge family over per-partition rows of `T`; see
+/// [`Exposition::partition_gauges`].
+pub struct PartitionGauge<T> {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// The row's value; `None` while unknown (no sample).
+    pub value: fn(&T) -> Option<i64>,
 }
 
 fn write_labels(out: &mut String, labels: &[(&str, &str)], le: Option<&str>) {

@@ -8,7 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use common::metrics::{Exposition, Histogram, BATCH_RECORDS_BOUNDS, LATENCY_MS_BOUNDS};
+use common::metrics::{
+    Exposition, Histogram, PartitionGauge, BATCH_RECORDS_BOUNDS, LATENCY_MS_BOUNDS,
+};
+
+use common::pb;
 
 use crate::coordinator::{DeadLetter, Notification, Snapshot};
 use crate::offsets::OffsetsView;
@@ -177,29 +181,26 @@ pub fn render(snapshot: &Snapshot, offsets: &OffsetsView, metrics: &Metrics) -> 
         "Workers connected now.",
         snapshot.workers.len(),
     );
-    e.family(
-        "cyberday_master_worker_records_total",
-        "counter",
-        "Records accepted from each connected worker during its current session.",
-    );
-    for w in &snapshot.workers {
-        e.sample(
+    type Value = fn(&pb::WorkerInfo) -> u64;
+    let per_worker: [(&str, &str, &str, Value); 2] = [
+        (
             "cyberday_master_worker_records_total",
-            &[("worker", &w.worker_id)],
-            w.records_processed,
-        );
-    }
-    e.family(
-        "cyberday_master_worker_partitions",
-        "gauge",
-        "Partitions each connected worker holds.",
-    );
-    for w in &snapshot.workers {
-        e.sample(
+            "counter",
+            "Records accepted from each connected worker during its current session.",
+            |w| w.records_processed,
+        ),
+        (
             "cyberday_master_worker_partitions",
-            &[("worker", &w.worker_id)],
-            w.partitions.len(),
-        );
+            "gauge",
+            "Partitions each connected worker holds.",
+            |w| w.partitions.len() as u64,
+        ),
+    ];
+    for (name, kind, help, value) in per_worker {
+        e.family(name, kind, help);
+        for w in &snapshot.workers {
+            e.sample(name, &[("worker", &w.worker_id)], value(w));
+        }
     }
     partitions(&mut e, snapshot, offsets);
     e.histogram(
@@ -238,42 +239,40 @@ fn partitions(e: &mut Exposition, snapshot: &Snapshot, offsets: &OffsetsView) {
             1,
         );
     }
-    let lags = partition_lags(snapshot, offsets);
-    let families: [(&str, &str, fn(&PartitionLag) -> Option<i64>); 5] = [
-        (
-            "cyberday_master_partition_high_watermark",
-            "The partition's high watermark (fetched every second or so).",
-            |l| (l.high_watermark >= 0).then_some(l.high_watermark),
-        ),
-        (
-            "cyberday_master_partition_committed_offset",
-            "Offset committed for the consumer group.",
-            |l| (l.committed >= 0).then_some(l.committed),
-        ),
-        (
-            "cyberday_master_partition_position",
-            "Next offset to notify: every record before it is notified.",
-            |l| Some(l.position),
-        ),
-        (
-            "cyberday_master_partition_committed_lag_records",
-            "High watermark minus committed offset: what a restart would redo.",
-            |l| l.committed_lag,
-        ),
-        (
-            "cyberday_master_partition_processed_lag_records",
-            "High watermark minus the master's position: records not yet notified.",
-            |l| l.processed_lag,
-        ),
-    ];
-    for (name, help, value) in families {
-        e.family(name, "gauge", help);
-        for l in &lags {
-            if let Some(v) = value(l) {
-                e.sample(name, &[("partition", &l.partition.to_string())], v);
-            }
-        }
-    }
+    let rows: Vec<(i32, PartitionLag)> = partition_lags(snapshot, offsets)
+        .into_iter()
+        .map(|l| (l.partition, l))
+        .collect();
+    e.partition_gauges(
+        &[
+            PartitionGauge {
+                name: "cyberday_master_partition_high_watermark",
+                help: "The partition's high watermark (fetched every second or so).",
+                value: |l: &PartitionLag| (l.high_watermark >= 0).then_some(l.high_watermark),
+            },
+            PartitionGauge {
+                name: "cyberday_master_partition_committed_offset",
+                help: "Offset committed for the consumer group.",
+                value: |l: &PartitionLag| (l.committed >= 0).then_some(l.committed),
+            },
+            PartitionGauge {
+                name: "cyberday_master_partition_position",
+                help: "Next offset to notify: every record before it is notified.",
+                value: |l: &PartitionLag| Some(l.position),
+            },
+            PartitionGauge {
+                name: "cyberday_master_partition_committed_lag_records",
+                help: "High watermark minus committed offset: what a restart would redo.",
+                value: |l: &PartitionLag| l.committed_lag,
+            },
+            PartitionGauge {
+                name: "cyberday_master_partition_processed_lag_records",
+                help: "High watermark minus the master's position: records not yet notified.",
+                value: |l: &PartitionLag| l.processed_lag,
+            },
+        ],
+        &rows,
+    );
 }
 
 #[cfg(test)]
@@ -281,7 +280,6 @@ mod tests {
     use std::sync::Arc;
 
     use common::classify::Kind;
-    use common::pb;
 
     use super::*;
     use crate::coordinator::{Invalid, Stats};

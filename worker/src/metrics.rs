@@ -11,7 +11,9 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use common::metrics::{Exposition, Histogram, BATCH_BYTES_BOUNDS, BATCH_RECORDS_BOUNDS};
+use common::metrics::{
+    Exposition, Histogram, PartitionGauge, BATCH_BYTES_BOUNDS, BATCH_RECORDS_BOUNDS,
+};
 
 /// Record outcomes, in the order of [`Metrics::records`].
 pub const OUTCOMES: [&str; 4] = ["no_purchase", "short", "long", "invalid"];
@@ -110,43 +112,41 @@ impl Metrics {
             "gauge",
             "1 while a session stream with the master is open.",
             u8::from(self.master_connected.load(Ordering::Relaxed)),
-        )
-        .single(
-            "cyberday_worker_master_sessions_total",
-            "counter",
-            "Sessions opened with the master.",
-            sessions,
-        )
-        .single(
-            "cyberday_worker_master_reconnects_total",
-            "counter",
-            "Sessions opened after the first (the master restarted or the stream broke).",
-            sessions.saturating_sub(1),
-        )
-        .single(
-            "cyberday_worker_master_connect_failures_total",
-            "counter",
-            "Attempts to reach the master that failed.",
-            load(&self.connect_failures),
-        )
-        .single(
-            "cyberday_worker_assignments_total",
-            "counter",
-            "Partitions assigned by the master.",
-            load(&self.assignments),
-        )
-        .single(
-            "cyberday_worker_revocations_total",
-            "counter",
-            "Partitions revoked by the master.",
-            load(&self.revocations),
-        )
-        .single(
-            "cyberday_worker_kafka_errors_total",
-            "counter",
-            "Errors the Kafka consumer reported.",
-            load(&self.kafka_errors),
         );
+        for (name, help, value) in [
+            (
+                "cyberday_worker_master_sessions_total",
+                "Sessions opened with the master.",
+                sessions,
+            ),
+            (
+                "cyberday_worker_master_reconnects_total",
+                "Sessions opened after the first (the master restarted or the stream broke).",
+                sessions.saturating_sub(1),
+            ),
+            (
+                "cyberday_worker_master_connect_failures_total",
+                "Attempts to reach the master that failed.",
+                load(&self.connect_failures),
+            ),
+            (
+                "cyberday_worker_assignments_total",
+                "Partitions assigned by the master.",
+                load(&self.assignments),
+            ),
+            (
+                "cyberday_worker_revocations_total",
+                "Partitions revoked by the master.",
+                load(&self.revocations),
+            ),
+            (
+                "cyberday_worker_kafka_errors_total",
+                "Errors the Kafka consumer reported.",
+                load(&self.kafka_errors),
+            ),
+        ] {
+            e.single(name, "counter", help, value);
+        }
         let partitions = self
             .partitions
             .lock()
@@ -158,31 +158,29 @@ impl Metrics {
             "Partitions this worker owns.",
             partitions.len(),
         );
-        let families: [(&str, &str, fn(&PartitionView) -> Option<i64>); 3] = [
-            (
-                "cyberday_worker_partition_position",
-                "Next offset the worker will read.",
-                |v| Some(v.position),
-            ),
-            (
-                "cyberday_worker_partition_high_watermark",
-                "The consumer's last known high watermark.",
-                |v| (v.high_watermark >= 0).then_some(v.high_watermark),
-            ),
-            (
-                "cyberday_worker_partition_lag_records",
-                "High watermark minus the next offset to read: records not yet read.",
-                |v| (v.high_watermark >= 0).then(|| (v.high_watermark - v.position).max(0)),
-            ),
-        ];
-        for (name, help, value) in families {
-            e.family(name, "gauge", help);
-            for (p, v) in &partitions {
-                if let Some(x) = value(v) {
-                    e.sample(name, &[("partition", &p.to_string())], x);
-                }
-            }
-        }
+        let rows: Vec<(i32, PartitionView)> = partitions.into_iter().collect();
+        e.partition_gauges(
+            &[
+                PartitionGauge {
+                    name: "cyberday_worker_partition_position",
+                    help: "Next offset the worker will read.",
+                    value: |v: &PartitionView| Some(v.position),
+                },
+                PartitionGauge {
+                    name: "cyberday_worker_partition_high_watermark",
+                    help: "The consumer's last known high watermark.",
+                    value: |v: &PartitionView| (v.high_watermark >= 0).then_some(v.high_watermark),
+                },
+                PartitionGauge {
+                    name: "cyberday_worker_partition_lag_records",
+                    help: "High watermark minus the next offset to read: records not yet read.",
+                    value: |v: &PartitionView| {
+                        (v.high_watermark >= 0).then(|| (v.high_watermark - v.position).max(0))
+                    },
+                },
+            ],
+            &rows,
+        );
         e.finish()
     }
 
