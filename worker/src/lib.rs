@@ -31,6 +31,9 @@ use config::Config;
 /// retrying cannot fix at start (Kafka unreachable, bad client settings).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(metrics::Metrics::default());
+    let http_stop = shutdown.child_token();
+    // Stops the HTTP server however this function returns.
+    let _http_guard = http_stop.clone().drop_guard();
     let http = match config.metrics_listen {
         Some(addr) => {
             let listener = common::http::bind(addr).await?;
@@ -38,7 +41,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Some(tokio::spawn(common::http::serve(
                 listener,
                 router,
-                shutdown.clone(),
+                http_stop.clone(),
             )))
         }
         None => None,
@@ -58,7 +61,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let ran = session::run(&config, &mut parts, &metrics, &shutdown).await;
     if let Some(http) = http {
         // Stop serving even when the session loop ended with an error.
-        shutdown.cancel();
+        http_stop.cancel();
         http.await.context("HTTP task")??;
     }
     ran?;
