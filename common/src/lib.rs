@@ -10,12 +10,16 @@
 //!   librdkafka passthrough, log format), each with an environment variable.
 //! - [`kafka`]: the librdkafka settings that carry our delivery semantics,
 //!   written out once, and small admin helpers (reachability, topic creation).
+//! - [`metrics`]: histograms on atomics and the Prometheus text format.
+//! - [`http`]: the `--metrics-listen` HTTP server (axum) and its responses.
 //! - [`shutdown`]: SIGTERM / Ctrl-C to one cancellation token; a second signal exits.
 //! - [`telemetry`]: tracing set-up; logs go to stderr, never stdout.
 
 pub mod classify;
 pub mod cli;
+pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod notify;
 pub mod pb;
 pub mod record;

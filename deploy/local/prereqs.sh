@@ -18,6 +18,7 @@ need_cmd java openjdk-17-jre-headless "runs the Kafka brokers"
 need_cmd mvn maven "fetches Kafka's jars from Maven Central, once"
 need_cmd cc build-essential "builds librdkafka"
 need_cmd make build-essential "builds librdkafka"
+need_cmd chromium chromium "headless browser of the live page's test (tests/tests/live_view.rs)"
 command -v cargo >/dev/null 2>&1 || {
   echo "prereqs: 'cargo' is missing. Install Rust with rustup (https://rustup.rs), then run this again." >&2
   exit 1

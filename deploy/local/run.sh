@@ -51,15 +51,17 @@ fi
 echo "run.sh: building (release)" >&2
 cargo build --release --quiet --bins
 
-start master target/release/master --notify-format "${NOTIFY_FORMAT:-text}"
+start master target/release/master --notify-format "${NOTIFY_FORMAT:-text}" \
+  --metrics-listen "${MASTER_METRICS_LISTEN:-127.0.0.1:8080}"
 sleep 1
-start worker-1 target/release/worker --id worker-1
-start worker-2 target/release/worker --id worker-2
+start worker-1 target/release/worker --id worker-1 --metrics-listen 127.0.0.1:8081
+start worker-2 target/release/worker --id worker-2 --metrics-listen 127.0.0.1:8082
 start producer target/release/producer "$@"
 
 cat >&2 <<TXT
 run.sh: running. Master on 127.0.0.1:50051, workers worker-1 and worker-2, producer into DataTopic.
 run.sh: notifications appear below; logs: tail -f $logs/*.log
+run.sh: live page: http://${MASTER_METRICS_LISTEN:-127.0.0.1:8080}/   metrics: /metrics there and on 127.0.0.1:8081, :8082 (workers)
 run.sh: inspect: grpcurl -plaintext 127.0.0.1:50051 cyberday.v1.Admin/ListAssignments
 run.sh:          deploy/local/kafka.sh consumer-groups --describe --group cyberday-notifier
 run.sh: Ctrl-C to stop.

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::coordinator::{now_ms, Coordinator, Effects, Hello, SessionId, Snapshot, WorkerMsg};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::notifier::{Notice, Notices};
 use crate::output::{self, OutputMsg, Rewind};
 
@@ -71,6 +72,17 @@ pub enum Command {
     Snapshot(oneshot::Sender<Snapshot>),
 }
 
+/// Asks the actor for a snapshot of the coordinator (Admin service,
+/// metrics, live page).
+pub async fn snapshot(commands: &mpsc::Sender<Command>) -> Result<Snapshot> {
+    let (reply, snapshot) = oneshot::channel();
+    commands
+        .send(Command::Snapshot(reply))
+        .await
+        .map_err(|_| Error::ShuttingDown)?;
+    snapshot.await.map_err(|_| Error::ShuttingDown)
+}
+
 /// A session the actor accepted.
 #[derive(Debug)]
 pub struct Accepted {
@@ -104,6 +116,8 @@ pub struct Sinks {
     pub output_room: Arc<Semaphore>,
     /// Rewinds published by the output after an aborted transaction.
     pub rewinds: watch::Receiver<Rewind>,
+    /// What the Prometheus metrics count beyond the coordinator's stats.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs until `shutdown` is cancelled (or an output fails), then ends
@@ -121,6 +135,7 @@ pub async fn run(
         output,
         output_room,
         mut rewinds,
+        metrics,
     } = sinks;
     let mut actor = Actor {
         core,
@@ -129,6 +144,7 @@ pub async fn run(
         output,
         output_room,
         epoch: rewinds.borrow_and_update().epoch,
+        metrics,
     };
     let mut liveness = tokio::time::interval(liveness_every);
     liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -177,6 +193,7 @@ struct Actor {
     output_room: Arc<Semaphore>,
     /// The output's epoch this actor works in (see [`Rewind`]).
     epoch: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Actor {
@@ -257,6 +274,11 @@ impl Actor {
                 if let Some(s) = self.sessions.get(&session) {
                     s.in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
+                if let WorkerMsg::Results(batch) = &msg {
+                    self.metrics
+                        .batch_records
+                        .observe(batch.records.len() as u64);
+                }
                 self.core.message(session, msg)
             }
             Command::Closed { session, reason } => self.core.closed(session, &reason),
@@ -300,6 +322,8 @@ impl Actor {
             }
             if !fx.notifications.is_empty() || !fx.dead_letters.is_empty() {
                 let now = now_ms();
+                self.metrics.notified(&fx.notifications, now);
+                self.metrics.dead_lettered(&fx.dead_letters);
                 let notices: Notices = fx
                     .notifications
                     .into_iter()

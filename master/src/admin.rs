@@ -2,12 +2,11 @@
 //! snapshot from the coordinator actor and the offsets view.
 
 use common::pb::{self, admin_server::Admin};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 use crate::actor::Command;
 use crate::coordinator::Snapshot;
-use crate::error::Error;
 use crate::offsets::OffsetsView;
 
 /// The Admin service.
@@ -23,12 +22,7 @@ impl AdminService {
     }
 
     async fn snapshot(&self) -> Result<Snapshot, Status> {
-        let (reply, snapshot) = oneshot::channel();
-        self.commands
-            .send(Command::Snapshot(reply))
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
-        Ok(snapshot.await.map_err(|_| Error::ShuttingDown)?)
+        Ok(crate::actor::snapshot(&self.commands).await?)
     }
 }
 

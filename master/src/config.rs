@@ -74,6 +74,12 @@ pub struct Config {
     #[arg(long, env = "MASTER_MAX_BATCH_RECORDS", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_batch_records: u32,
+
+    /// Address of the HTTP server for Prometheus (`/metrics`) and the live
+    /// page (`/`, its data at `/api/status`), e.g. `0.0.0.0:9090`. Off when
+    /// not given.
+    #[arg(long, env = "MASTER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How notifications are written on stdout.
@@ -159,6 +165,7 @@ mod tests {
         );
         assert_eq!(c.metadata_interval, Duration::from_secs(5));
         assert_eq!(c.max_batch_records, 500);
+        assert_eq!(c.metrics_listen, None);
         c.validate().unwrap();
     }
 

@@ -16,6 +16,9 @@
 //!   letters and the group's offsets, committed together.
 //! - [`offsets`]: committed offsets at start, watermarks, partition count.
 //! - [`error`]: the error enum and its one mapping to `tonic::Status`.
+//! - [`metrics`]: Prometheus metrics (`/metrics` on `--metrics-listen`).
+//! - [`live`]: the HTTP routes of `--metrics-listen`: the live page, its
+//!   JSON and `/metrics`, with the per-second history behind the charts.
 //! - [`run`] / [`serve`] / [`serve_to`]: start everything (binding `--listen`,
 //!   on a given listener, or writing notifications elsewhere than stdout);
 //!   stop on the cancellation token.
@@ -26,6 +29,8 @@ pub mod assignment;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod live;
+pub mod metrics;
 pub mod notifier;
 pub mod offsets;
 pub mod output;
@@ -84,6 +89,10 @@ pub async fn serve_to<W: Write + Send + 'static>(
     output: W,
 ) -> anyhow::Result<()> {
     config.validate().map_err(|e| anyhow!(e))?;
+    let http_listener = match config.metrics_listen {
+        Some(addr) => Some(common::http::bind(addr).await?),
+        None => None,
+    };
     // Ours to cancel when anything fails; the caller's token cancels it too.
     let stop = shutdown.child_token();
     let kafka = &config.kafka;
@@ -200,6 +209,7 @@ pub async fn serve_to<W: Write + Send + 'static>(
     ));
 
     let (commands, commands_rx) = mpsc::channel(actor::COMMAND_CAPACITY);
+    let metrics = Arc::new(metrics::Metrics::default());
     let liveness_every = config
         .heartbeat_interval
         .min(config.heartbeat_timeout / 4)
@@ -212,6 +222,7 @@ pub async fn serve_to<W: Write + Send + 'static>(
             output: output_tx,
             output_room: Arc::new(tokio::sync::Semaphore::new(output::QUEUE_BYTES)),
             rewinds: rewind_rx,
+            metrics: metrics.clone(),
         },
         liveness_every,
         config.commit_interval,
@@ -226,9 +237,32 @@ pub async fn serve_to<W: Write + Send + 'static>(
         stop.clone(),
     ));
 
+    // Prometheus and the live page, when asked for; it failing stops the master.
+    let http = http_listener.map(|listener| {
+        let live = live::Live::new(
+            commands.clone(),
+            view_rx.clone(),
+            metrics,
+            topic.clone(),
+            config.group.clone(),
+        );
+        let sampling = tokio::spawn(live.clone().sample(stop.clone()));
+        let stopping = stop.clone();
+        tokio::spawn(async move {
+            let served = common::http::serve(listener, live.router(), stopping.clone()).await;
+            stopping.cancel();
+            let _ = sampling.await;
+            served
+        })
+    });
+
     let served = grpc(&config, listener, commands, view_rx, stop.clone()).await;
     // Whatever ended the server, everything else stops too.
     stop.cancel();
+    let http_result = match http {
+        Some(http) => http.await.context("HTTP task")?,
+        None => Ok(()),
+    };
 
     let _ = metadata.await;
     let _ = watermarks.await;
@@ -240,6 +274,7 @@ pub async fn serve_to<W: Write + Send + 'static>(
     console_result.context("writing notifications to stdout")?;
     output_result.context("writing to Kafka")?;
     served?;
+    http_result.context("serving --metrics-listen")?;
     actor_result?;
     info!("master stopped");
     Ok(())

@@ -5,9 +5,12 @@
 //! - [`run`]: paces records at `--rate`, sends them keyed by `id` with
 //!   `acks=all` and idempotence, confirms every delivery, and reports a
 //!   [`Summary`].
+//! - [`progress`]: with `--count`, a progress bar on a terminal (plain
+//!   lines otherwise) on stderr.
 
 pub mod config;
 pub mod generate;
+pub mod progress;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +36,16 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 struct Deliveries {
     delivered: [AtomicU64; 4],
     failed: AtomicU64,
+}
+
+impl Deliveries {
+    /// Records confirmed so far, of every class.
+    fn confirmed(&self) -> u64 {
+        self.delivered
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 struct DeliveryCounter(Arc<Deliveries>);
@@ -133,6 +146,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .map_err(common::kafka::Error::Config)
         .context("creating the Kafka producer")?;
 
+    let progress_done = CancellationToken::new();
+    let progress = config.count.map(|total| {
+        let deliveries = deliveries.clone();
+        tokio::spawn(progress::report(
+            total,
+            move || deliveries.confirmed(),
+            progress_done.clone(),
+        ))
+    });
+
     let mut generator = Generator::new(seed, ratios);
     let started = Instant::now();
     let mut attempted = 0u64;
@@ -175,6 +198,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     })
     .await
     .context("flush task")?;
+    progress_done.cancel();
+    if let Some(progress) = progress {
+        let _ = progress.await;
+    }
     if let Err(e) = flushed {
         tracing::warn!(error = %e, "records still unconfirmed after {FLUSH_TIMEOUT:?}");
     }

@@ -10,10 +10,15 @@
 //! - [`read_topic`], [`read_notifications`], [`committed_offsets`],
 //!   [`end_offsets`]: an independent view of Kafka (read_committed, as a
 //!   downstream consumer reads), sharing no code with the system under test.
+//! - [`http_get`], [`Scrape`]: a plain HTTP/1.1 GET and a parsed
+//!   Prometheus exposition (`--metrics-listen`).
 //! - [`Expected`], [`Notification`], [`check_exactly_once`],
 //!   [`check_dead_letters`]: the verdict.
 
 pub mod chaos;
+mod scrape;
+
+pub use scrape::{http_get, Scrape};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -275,6 +280,10 @@ pub struct Pipeline {
     /// The master's `--notifications-topic`: `<topic>.notifications`.
     pub notifications_topic: String,
     pub port: u16,
+    /// The master's `--metrics-listen` port (Prometheus and the live page).
+    pub metrics_port: u16,
+    /// Each worker's `--metrics-listen` port, by id.
+    pub worker_metrics_ports: BTreeMap<String, u16>,
     pub dir: PathBuf,
     pub master: Option<Proc>,
     /// Output files of every master run, in order (a restarted master adds one).
@@ -302,6 +311,8 @@ impl Pipeline {
             notifications_topic: format!("{topic}.notifications"),
             topic,
             port: free_port(),
+            metrics_port: free_port(),
+            worker_metrics_ports: BTreeMap::new(),
             dir: out_dir(test),
             master: None,
             master_outputs: vec![],
@@ -337,6 +348,8 @@ impl Pipeline {
             "json",
             "--heartbeat-timeout",
             "2s",
+            "--metrics-listen",
+            &format!("127.0.0.1:{}", self.metrics_port),
         ]
         .map(String::from)
         .to_vec();
@@ -361,6 +374,9 @@ impl Pipeline {
     }
 
     pub fn start_worker(&mut self, id: &str) {
+        let metrics_port = free_port();
+        self.worker_metrics_ports
+            .insert(id.to_owned(), metrics_port);
         let args: Vec<String> = [
             "--master",
             &self.master_url(),
@@ -368,6 +384,8 @@ impl Pipeline {
             id,
             "--bootstrap-servers",
             &self.cluster.bootstrap,
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
         ]
         .map(String::from)
         .to_vec();

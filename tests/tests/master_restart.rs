@@ -4,7 +4,8 @@
 //! master's open transaction is aborted by its successor), every invalid
 //! record in the DLQ exactly once. The console is a view: lines printed
 //! after the last commit and before the crash are printed again; this test
-//! counts them.
+//! counts them. Each worker's `/metrics` shows the stream up again and the
+//! reconnection counted.
 
 use std::time::Duration;
 
@@ -29,6 +30,13 @@ fn a_restarted_master_resumes_from_committed_offsets() {
     assert_eq!(stats.workers, 2, "both workers reconnected by themselves");
     for w in ["w1", "w2"] {
         assert!(p.worker(w).is_running(), "{w} survived the master's crash");
+        // The stream's state, as the worker's /metrics reports it.
+        let m = Scrape::get(p.worker_metrics_ports[w]);
+        assert_eq!(m.value("cyberday_worker_master_connected"), 1.0, "{w}");
+        assert!(
+            m.value("cyberday_worker_master_reconnects_total") >= 1.0,
+            "{w} counted its reconnection"
+        );
     }
     p.stop();
 

@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(long, env = "MAX_RECORD_BYTES", default_value_t = common::classify::DEFAULT_MAX_RECORD_BYTES,
           value_parser = parse_max_bytes)]
     pub max_record_bytes: usize,
+
+    /// Address of the HTTP server for Prometheus (`/metrics`), e.g.
+    /// `0.0.0.0:9090`. Off when not given.
+    #[arg(long, env = "WORKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -120,6 +125,7 @@ mod tests {
         assert_eq!(c.id, None);
         assert_eq!(c.batch_linger, Duration::from_millis(5));
         assert_eq!(c.rules(), Rules::default());
+        assert_eq!(c.metrics_listen, None);
     }
 
     #[test]

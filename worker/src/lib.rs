@@ -10,11 +10,13 @@
 //! - [`batch`]: per-partition batching of results, by count, encoded size
 //!   and linger.
 //! - [`backoff`]: exponential backoff between reconnection attempts.
+//! - [`metrics`]: Prometheus metrics, served on `--metrics-listen`.
 //! - [`run`]: the whole worker, until its shutdown token is cancelled.
 
 pub mod backoff;
 pub mod batch;
 pub mod config;
+pub mod metrics;
 pub mod partitions;
 pub mod session;
 
@@ -28,6 +30,22 @@ use config::Config;
 /// error: the worker reconnects until shutdown. Errors are only for what
 /// retrying cannot fix at start (Kafka unreachable, bad client settings).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = std::sync::Arc::new(metrics::Metrics::default());
+    let http_stop = shutdown.child_token();
+    // Stops the HTTP server however this function returns.
+    let _http_guard = http_stop.clone().drop_guard();
+    let http = match config.metrics_listen {
+        Some(addr) => {
+            let listener = common::http::bind(addr).await?;
+            let router = metrics.clone().router();
+            Some(tokio::spawn(common::http::serve(
+                listener,
+                router,
+                http_stop.clone(),
+            )))
+        }
+        None => None,
+    };
     common::kafka::fetch_metadata(&config.kafka, None)
         .await
         .context("checking Kafka")?;
@@ -40,7 +58,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         bootstrap = config.kafka.bootstrap_servers,
         "worker starting"
     );
-    session::run(&config, &mut parts, &shutdown).await?;
+    let ran = session::run(&config, &mut parts, &metrics, &shutdown).await;
+    if let Some(http) = http {
+        // Stop serving even when the session loop ended with an error.
+        http_stop.cancel();
+        http.await.context("HTTP task")??;
+    }
+    ran?;
     tracing::info!("worker stopped");
     Ok(())
 }

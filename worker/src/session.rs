@@ -38,6 +38,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::backoff::Backoff;
 use crate::batch::{Batcher, MAX_BATCH_BYTES};
 use crate::config::Config;
+use crate::metrics::{inc, Metrics, PartitionView};
 use crate::partitions::Partitions;
 
 /// Messages waiting for the gRPC stream to take them. The worker stops
@@ -88,6 +89,7 @@ pub enum Error {
 pub async fn run(
     config: &Config,
     parts: &mut Partitions,
+    metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
@@ -99,12 +101,16 @@ pub async fn run(
         match opened {
             Ok(opened) => {
                 let started = Instant::now();
-                let ended = serve(config, parts, opened, shutdown).await;
+                inc(&metrics.sessions);
+                metrics.set_connected(true);
+                let ended = serve(config, parts, metrics, opened, shutdown).await;
+                metrics.set_connected(false);
                 // A new session starts from nothing: the master reassigns
                 // from the offsets it committed.
                 if let Err(e) = parts.clear() {
                     warn!(error = %e, "unassigning every partition");
                 }
+                metrics.set_partitions([]);
                 match ended {
                     Ok(()) => return Ok(()),
                     Err(e) if shutdown.is_cancelled() => {
@@ -124,6 +130,7 @@ pub async fn run(
                 }
             }
             Err(e) => {
+                inc(&metrics.connect_failures);
                 // Quiet while the master may just be starting; louder once
                 // the delays are at their longest.
                 if backoff.at_max() {
@@ -200,6 +207,7 @@ async fn open(config: &Config) -> Result<Opened, Error> {
 async fn serve(
     config: &Config,
     parts: &mut Partitions,
+    metrics: &Metrics,
     opened: Opened,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
@@ -236,6 +244,7 @@ async fn serve(
         topic,
         rules: config.rules(),
         parts,
+        metrics,
         batcher: Batcher::new(max_batch, MAX_BATCH_BYTES, config.batch_linger),
         outbox: VecDeque::new(),
         drain: None,
@@ -276,7 +285,10 @@ async fn serve(
             }
             record = consumer.recv(), if reading => match record {
                 Ok(record) => session.on_record(&record),
-                Err(e) => warn!(error = %e, "Kafka consumer error"),
+                Err(e) => {
+                    inc(&session.metrics.kafka_errors);
+                    warn!(error = %e, "Kafka consumer error");
+                }
             },
         }
     }
@@ -317,6 +329,7 @@ struct Session<'a> {
     topic: String,
     rules: Rules,
     parts: &'a mut Partitions,
+    metrics: &'a Metrics,
     batcher: Batcher,
     /// Messages in stream order, waiting for room on the stream.
     outbox: VecDeque<Body>,
@@ -396,6 +409,7 @@ impl Session<'_> {
         self.parts
             .assign(&topic, partition, start_offset, generation)?;
         self.batcher.open(partition, generation);
+        inc(&self.metrics.assignments);
         info!(
             topic,
             partition,
@@ -433,6 +447,7 @@ impl Session<'_> {
         let ready = self.batcher.flush(partition);
         self.queue_batches(ready);
         self.batcher.close(partition);
+        inc(&self.metrics.revocations);
         self.outbox.push_back(Body::RevokeAck(RevokeAck {
             partition,
             generation,
@@ -501,6 +516,14 @@ impl Session<'_> {
                 carry(record, &mut result);
             }
         }
+        // OUTCOMES is in the protocol's order, from NO_PURCHASE = 1.
+        if let Some(n) = self
+            .metrics
+            .records
+            .get((result.outcome as usize).wrapping_sub(1))
+        {
+            inc(n);
+        }
         self.batcher.push(partition, result, Instant::now());
         self.release(partition, Instant::now());
     }
@@ -524,6 +547,12 @@ impl Session<'_> {
 
     fn queue_batches(&mut self, batches: Vec<ResultBatch>) {
         for batch in batches {
+            self.metrics
+                .batch_records
+                .observe(batch.results.len() as u64);
+            self.metrics
+                .batch_bytes
+                .observe(prost::Message::encoded_len(&batch) as u64);
             debug!(
                 partition = batch.partition,
                 generation = batch.generation,
@@ -559,6 +588,14 @@ impl Session<'_> {
             return;
         }
         let progress = self.progress();
+        self.metrics
+            .set_partitions(self.parts.iter().map(|(p, owned)| {
+                let view = PartitionView {
+                    position: owned.next_offset,
+                    high_watermark: self.parts.high_watermark(p),
+                };
+                (p, view)
+            }));
         self.outbox
             .push_back(Body::Heartbeat(Heartbeat { progress }));
     }

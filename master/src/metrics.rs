@@ -1,0 +1,390 @@
+//! The master's Prometheus metrics. Most come, at scrape time, from what
+//! the master already keeps: the coordinator's counters and assignments (a
+//! snapshot from the actor, as GetStats takes) and the offsets view
+//! (committed offsets, high watermarks fetched every second or so). What
+//! only the record path sees is counted here, on atomics: the batch sizes,
+//! the produce-to-notify latency, and the dead letters by reason.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use common::metrics::{
+    Exposition, Histogram, PartitionGauge, BATCH_RECORDS_BOUNDS, LATENCY_MS_BOUNDS,
+};
+
+use common::pb;
+
+use crate::coordinator::{DeadLetter, Notification, Snapshot};
+use crate::offsets::OffsetsView;
+
+/// Most distinct invalid reasons kept apart; more are counted as `other`
+/// (the reason is a code a worker sends, so its set must stay bounded).
+const MAX_REASONS: usize = 64;
+
+/// What the record path counts for Prometheus.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Results per batch received from workers.
+    pub batch_records: Histogram,
+    /// Kafka timestamp of the record → notification accepted, in ms.
+    pub notify_latency_ms: Histogram,
+    /// Dead letters by reason code; locked once per batch holding any.
+    invalid: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            batch_records: Histogram::new(BATCH_RECORDS_BOUNDS, 1.0),
+            notify_latency_ms: Histogram::new(LATENCY_MS_BOUNDS, 0.001),
+            invalid: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Notifications accepted at `now_ms`: their latency.
+    pub fn notified(&self, notifications: &[Notification], now_ms: i64) {
+        for n in notifications {
+            // 0: a record without a timestamp; nothing to measure.
+            if n.timestamp_ms > 0 {
+                self.notify_latency_ms
+                    .observe((now_ms - n.timestamp_ms).max(0) as u64);
+            }
+        }
+    }
+
+    /// Invalid records accepted: counted by reason.
+    pub fn dead_lettered(&self, dead_letters: &[DeadLetter]) {
+        if dead_letters.is_empty() {
+            return;
+        }
+        let mut invalid = self.invalid.lock().unwrap_or_else(|e| e.into_inner());
+        for d in dead_letters {
+            let code = d.record.code.as_str();
+            if let Some(n) = invalid.get_mut(code) {
+                *n += 1;
+            } else if invalid.len() < MAX_REASONS {
+                invalid.insert(code.to_owned(), 1);
+            } else {
+                *invalid.entry("other".to_owned()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Dead letters by reason so far.
+    pub fn invalid_by_reason(&self) -> BTreeMap<String, u64> {
+        self.invalid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Lag of one partition in records: from the high watermark back to the
+/// committed offset and to the master's position (what it has notified).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: i32,
+    /// -1 while unknown.
+    pub high_watermark: i64,
+    /// -1 while nothing is committed.
+    pub committed: i64,
+    /// Next offset to notify.
+    pub position: i64,
+    /// `high_watermark - committed`; `None` while either is unknown.
+    pub committed_lag: Option<i64>,
+    /// `high_watermark - position`; `None` while the watermark is unknown.
+    pub processed_lag: Option<i64>,
+}
+
+/// The lag of every partition of the snapshot.
+pub fn partition_lags(snapshot: &Snapshot, offsets: &OffsetsView) -> Vec<PartitionLag> {
+    snapshot
+        .assignments
+        .iter()
+        .map(|a| {
+            let high = offsets.high_watermarks.get(&a.partition).copied();
+            let committed = offsets.committed.get(&a.partition).copied();
+            PartitionLag {
+                partition: a.partition,
+                high_watermark: high.unwrap_or(-1),
+                committed: committed.unwrap_or(-1),
+                position: a.next_offset,
+                committed_lag: high.zip(committed).map(|(h, c)| (h - c).max(0)),
+                processed_lag: high.map(|h| (h - a.next_offset).max(0)),
+            }
+        })
+        .collect()
+}
+
+/// The whole exposition.
+pub fn render(snapshot: &Snapshot, offsets: &OffsetsView, metrics: &Metrics) -> String {
+    let s = &snapshot.stats;
+    let mut e = Exposition::new();
+    e.single(
+        "cyberday_master_records_total",
+        "counter",
+        "Records accepted from workers under a current generation (every outcome; not duplicates).",
+        s.records_processed,
+    );
+    e.family(
+        "cyberday_master_notifications_total",
+        "counter",
+        "Notifications emitted, by kind.",
+    )
+    .sample(
+        "cyberday_master_notifications_total",
+        &[("kind", "short")],
+        s.notifications_short,
+    )
+    .sample(
+        "cyberday_master_notifications_total",
+        &[("kind", "long")],
+        s.notifications_long,
+    );
+    e.single(
+        "cyberday_master_no_purchase_total",
+        "counter",
+        "Valid records of shoppers who did not buy (counted, not notified).",
+        s.no_purchase,
+    );
+    e.family(
+        "cyberday_master_invalid_total",
+        "counter",
+        "Invalid records sent to the dead-letter topic, by reason.",
+    );
+    for (reason, n) in metrics.invalid_by_reason() {
+        e.sample("cyberday_master_invalid_total", &[("reason", &reason)], n);
+    }
+    e.single(
+        "cyberday_master_duplicates_suppressed_total",
+        "counter",
+        "Results for offsets already notified (re-delivered after a partition moved).",
+        s.duplicates_suppressed,
+    );
+    e.single(
+        "cyberday_master_stale_batches_rejected_total",
+        "counter",
+        "Result batches rejected because their generation was not current (zombie fencing).",
+        s.stale_batches_rejected,
+    );
+    e.single(
+        "cyberday_master_rebalances_total",
+        "counter",
+        "Times workers or partitions changed and partitions moved.",
+        s.rebalances,
+    );
+    e.single(
+        "cyberday_master_workers",
+        "gauge",
+        "Workers connected now.",
+        snapshot.workers.len(),
+    );
+    type Value = fn(&pb::WorkerInfo) -> u64;
+    let per_worker: [(&str, &str, &str, Value); 2] = [
+        (
+            "cyberday_master_worker_records_total",
+            "counter",
+            "Records accepted from each connected worker during its current session.",
+            |w| w.records_processed,
+        ),
+        (
+            "cyberday_master_worker_partitions",
+            "gauge",
+            "Partitions each connected worker holds.",
+            |w| w.partitions.len() as u64,
+        ),
+    ];
+    for (name, kind, help, value) in per_worker {
+        e.family(name, kind, help);
+        for w in &snapshot.workers {
+            e.sample(name, &[("worker", &w.worker_id)], value(w));
+        }
+    }
+    partitions(&mut e, snapshot, offsets);
+    e.histogram(
+        "cyberday_master_batch_records",
+        "Results per batch received from workers.",
+        &metrics.batch_records.snapshot(),
+    );
+    e.histogram(
+        "cyberday_master_notify_latency_seconds",
+        "From the record's Kafka timestamp (its creation) to the master emitting its notification.",
+        &metrics.notify_latency_ms.snapshot(),
+    );
+    e.finish()
+}
+
+/// Per-partition families: owner, offsets and the two lags.
+fn partitions(e: &mut Exposition, snapshot: &Snapshot, offsets: &OffsetsView) {
+    e.family(
+        "cyberday_master_partition_owner",
+        "gauge",
+        "1 for the worker holding the partition (state assigned or revoking).",
+    );
+    for a in snapshot.assignments.iter().filter(|a| !a.owner.is_empty()) {
+        let state = match a.state() {
+            common::pb::AssignmentState::Revoking => "revoking",
+            _ => "assigned",
+        };
+        let partition = a.partition.to_string();
+        e.sample(
+            "cyberday_master_partition_owner",
+            &[
+                ("partition", &partition),
+                ("worker", &a.owner),
+                ("state", state),
+            ],
+            1,
+        );
+    }
+    let rows: Vec<(i32, PartitionLag)> = partition_lags(snapshot, offsets)
+        .into_iter()
+        .map(|l| (l.partition, l))
+        .collect();
+    e.partition_gauges(
+        &[
+            PartitionGauge {
+                name: "cyberday_master_partition_high_watermark",
+                help: "The partition's high watermark (fetched every second or so).",
+                value: |l: &PartitionLag| (l.high_watermark >= 0).then_some(l.high_watermark),
+            },
+            PartitionGauge {
+                name: "cyberday_master_partition_committed_offset",
+                help: "Offset committed for the consumer group.",
+                value: |l: &PartitionLag| (l.committed >= 0).then_some(l.committed),
+            },
+            PartitionGauge {
+                name: "cyberday_master_partition_position",
+                help: "Next offset to notify: every record before it is notified.",
+                value: |l: &PartitionLag| Some(l.position),
+            },
+            PartitionGauge {
+                name: "cyberday_master_partition_committed_lag_records",
+                help: "High watermark minus committed offset: what a restart would redo.",
+                value: |l: &PartitionLag| l.committed_lag,
+            },
+            PartitionGauge {
+                name: "cyberday_master_partition_processed_lag_records",
+                help: "High watermark minus the master's position: records not yet notified.",
+                value: |l: &PartitionLag| l.processed_lag,
+            },
+        ],
+        &rows,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use common::classify::Kind;
+
+    use super::*;
+    use crate::coordinator::{Invalid, Stats};
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            topic: "T".into(),
+            workers: vec![pb::WorkerInfo {
+                worker_id: "w1".into(),
+                partitions: vec![0],
+                records_processed: 7,
+                ..Default::default()
+            }],
+            assignments: vec![
+                pb::PartitionAssignment {
+                    partition: 0,
+                    owner: "w1".into(),
+                    generation: 3,
+                    state: pb::AssignmentState::Assigned as i32,
+                    next_offset: 40,
+                },
+                pb::PartitionAssignment {
+                    partition: 1,
+                    state: pb::AssignmentState::Unassigned as i32,
+                    next_offset: 5,
+                    ..Default::default()
+                },
+            ],
+            stats: Stats {
+                records_processed: 10,
+                notifications_short: 4,
+                notifications_long: 2,
+                no_purchase: 3,
+                invalid: 1,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_exposition_has_the_counters_lags_and_histograms() {
+        let m = Metrics::default();
+        m.dead_lettered(&[DeadLetter {
+            partition: 0,
+            offset: 1,
+            record: Box::new(Invalid {
+                code: "bad_folio".into(),
+                ..Default::default()
+            }),
+        }]);
+        m.notified(
+            &[Notification {
+                kind: Kind::Short,
+                purchase: Default::default(),
+                partition: 0,
+                offset: 2,
+                worker: Arc::from("w1"),
+                timestamp_ms: 1_000,
+            }],
+            1_030,
+        );
+        m.batch_records.observe(12);
+        let offsets = OffsetsView {
+            committed: [(0, 30)].into(),
+            high_watermarks: [(0, 50), (1, 5)].into(),
+        };
+        let text = render(&snapshot(), &offsets, &m);
+        for line in [
+            "cyberday_master_records_total 10",
+            "cyberday_master_notifications_total{kind=\"short\"} 4",
+            "cyberday_master_notifications_total{kind=\"long\"} 2",
+            "cyberday_master_no_purchase_total 3",
+            "cyberday_master_invalid_total{reason=\"bad_folio\"} 1",
+            "cyberday_master_workers 1",
+            "cyberday_master_partition_owner{partition=\"0\",worker=\"w1\",state=\"assigned\"} 1",
+            "cyberday_master_partition_committed_lag_records{partition=\"0\"} 20",
+            "cyberday_master_partition_processed_lag_records{partition=\"0\"} 10",
+            "cyberday_master_partition_processed_lag_records{partition=\"1\"} 0",
+            "cyberday_master_notify_latency_seconds_bucket{le=\"0.05\"} 1",
+            "cyberday_master_notify_latency_seconds_count 1",
+            "cyberday_master_batch_records_bucket{le=\"10\"} 0",
+            "cyberday_master_batch_records_bucket{le=\"25\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        // Partition 1 has never been committed: no committed lag to show.
+        assert!(!text.contains("committed_lag_records{partition=\"1\"}"));
+    }
+
+    #[test]
+    fn reasons_beyond_the_bound_count_as_other() {
+        let m = Metrics::default();
+        let letters: Vec<DeadLetter> = (0..MAX_REASONS + 3)
+            .map(|i| DeadLetter {
+                partition: 0,
+                offset: i as i64,
+                record: Box::new(Invalid {
+                    code: format!("r{i}"),
+                    ..Default::default()
+                }),
+            })
+            .collect();
+        m.dead_lettered(&letters);
+        let by_reason = m.invalid_by_reason();
+        assert_eq!(by_reason.len(), MAX_REASONS + 1);
+        assert_eq!(by_reason["other"], 3);
+    }
+}
