@@ -88,6 +88,11 @@ pub fn transactional_producer_config(args: &KafkaArgs, transactional_id: &str) -
     // Dead letters carry hostile records whole; the brokers' own limit is
     // what decides (the master truncates a dead letter they refuse).
     c.set("message.max.bytes", "16777216");
+    // Memory: records written but not yet acknowledged stay in the client's
+    // queue; bounded, a full queue holds the output thread back (and with
+    // it the coordinator and the workers) instead of growing the master.
+    c.set("queue.buffering.max.kbytes", "16384");
+    c.set("queue.buffering.max.messages", "50000");
     // Throughput: small batching delay and cheap compression.
     c.set("linger.ms", "5");
     c.set("compression.type", "lz4");
@@ -110,6 +115,11 @@ pub fn worker_consumer_config(args: &KafkaArgs) -> ClientConfig {
     // Never read records of aborted transactions.
     c.set("isolation.level", "read_committed");
     c.set("enable.partition.eof", "false");
+    // Memory: librdkafka prefetches up to 64 MiB by default; a few MiB
+    // keep the workers busy while the master takes results at its pace
+    // (HTTP/2 flow control stops the reading when it is slower).
+    c.set("queued.max.messages.kbytes", "4096");
+    c.set("queued.min.messages", "10000");
     apply_overrides(&mut c, args);
     c
 }
