@@ -290,6 +290,36 @@ impl Results {
             String::new(),
             String::new(),
         ]);
+        // The drain writes a notification or a dead letter for most
+        // records, replicated like the input: the brokers' write rate (the
+        // producer filling the topic, acks=all, in this same run) bounds it.
+        if let Some(f) = &self.fill {
+            let writes = (f.producer.purchases() + f.producer.invalid) as f64
+                / (f.producer.sent.max(1) as f64);
+            let bound = f.producer.events_per_sec / writes.max(f64::MIN_POSITIVE);
+            rows.push(vec![
+                "fill: producer, acks=all".into(),
+                eps(f.producer.events_per_sec),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+            rows.push(vec![
+                format!("  write bound (fill ÷ {writes:.2} writes/record)"),
+                eps(bound),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+            rows.push(vec![
+                "drain / write bound".into(),
+                self.drain_events_per_sec
+                    .map_or("-".into(), |d| format!("{:.1} %", d / bound * 100.0)),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
         let t = |name: &str| self.targets.iter().find(|t| t.name == name);
         rows.push(
             self.target_row(
