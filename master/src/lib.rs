@@ -61,6 +61,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest message a worker may send. A batch holds about 1 MiB of results
 /// at most, but one invalid record travels whole, alone in its batch.
 const MAX_WORKER_MESSAGE: usize = 64 * 1024 * 1024;
+/// HTTP/2 flow-control window of each worker stream and connection.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 
 /// Binds `--listen` and serves until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -335,6 +337,11 @@ async fn grpc(
 
     let stop = shutdown.clone();
     let server = tonic::transport::Server::builder()
+        // HTTP/2's default 64 KiB windows hold a worker to one round trip
+        // per 64 KiB of results; a few MiB per stream keep it streaming,
+        // and still bound what the master buffers per worker.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(STREAM_WINDOW))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
