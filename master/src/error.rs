@@ -28,6 +28,12 @@ pub enum Error {
         peer: String,
         timeout: Duration,
     },
+    /// `--max-workers` workers are already connected.
+    #[error(
+        "worker {worker} refused: the master already has its maximum of workers \
+         (--max-workers {max}); retry later, or raise MASTER_MAX_WORKERS"
+    )]
+    TooManyWorkers { worker: String, max: usize },
     /// A message that names a different worker than its session's.
     #[error("message from worker {got} on the session of worker {session}")]
     WrongWorker { got: String, session: String },
@@ -70,6 +76,7 @@ impl From<Error> for tonic::Status {
             Error::HelloTimeout(_) => tonic::Status::deadline_exceeded(message),
             Error::DuplicateHello => tonic::Status::failed_precondition(message),
             Error::DuplicateWorker { .. } => tonic::Status::already_exists(message),
+            Error::TooManyWorkers { .. } => tonic::Status::resource_exhausted(message),
             Error::HeartbeatTimeout { .. } | Error::RevokeTimeout { .. } | Error::SlowReader(_) => {
                 tonic::Status::aborted(message)
             }

@@ -10,6 +10,7 @@
 //!   counters), as a plain struct returning effects.
 //! - [`actor`]: the task that owns the coordinator, fed by a bounded channel.
 //! - [`service`]: the `Coordinator` gRPC service workers call (an adapter).
+//! - [`auth`]: who may call it (client certificate, shared token).
 //! - [`admin`]: the `Admin` gRPC service operators call (an adapter).
 //! - [`notifier`]: the console output (text or JSON lines on stdout), a view.
 //! - [`output`]: the transactional producer: notifications topic, dead
@@ -23,6 +24,7 @@
 pub mod actor;
 pub mod admin;
 pub mod assignment;
+pub mod auth;
 pub mod config;
 pub mod coordinator;
 pub mod error;
@@ -42,6 +44,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
 
 use config::Config;
@@ -52,10 +55,6 @@ use output::{Output, Rewind, Topics};
 /// How long open connections (sessions, health watches) may take to close
 /// after shutdown starts, before they are cut.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Largest message a worker may send. A batch holds about 1 MiB of results
-/// at most, but one invalid record travels whole, alone in its batch.
-const MAX_WORKER_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Binds `--listen` and serves until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -156,6 +155,7 @@ pub async fn serve_to<W: Write + Send + 'static>(
             heartbeat_timeout: config.heartbeat_timeout,
             revoke_timeout: config.revoke_timeout,
             max_batch_records: config.max_batch_records,
+            max_workers: config.max_workers.map(|n| n as usize),
         },
         starts.iter().map(|s| (s.partition, s.position)).collect(),
     );
@@ -242,6 +242,21 @@ pub async fn serve_to<W: Write + Send + 'static>(
     Ok(())
 }
 
+/// Warns when anyone who can reach the port could act as a worker.
+fn warn_if_open(addr: std::net::SocketAddr, tls: bool, token: bool) {
+    if tls || addr.ip().is_loopback() {
+        return;
+    }
+    if token {
+        warn!(listen = %addr, "listening in PLAINTEXT on a non-loopback address: the worker token and \
+              every purchase travel unencrypted; give --tls-cert, --tls-key and --tls-ca");
+    } else {
+        warn!(listen = %addr, "listening in PLAINTEXT on a non-loopback address with no worker \
+              authentication: anyone who reaches this port can act as a worker; give \
+              --tls-cert, --tls-key and --tls-ca (or at least --token-file)");
+    }
+}
+
 /// Builds the gRPC server (Coordinator, Admin, health, reflection v1 and
 /// v1alpha) and serves until `shutdown`, waiting at most [`DRAIN_TIMEOUT`]
 /// for open streams.
@@ -252,14 +267,35 @@ async fn grpc(
     offsets: watch::Receiver<OffsetsView>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let coordinator = CoordinatorServer::new(service::CoordinatorService::new(
-        commands.clone(),
-        config.heartbeat_timeout,
-        config.max_batch_records,
-        shutdown.clone(),
-    ))
-    .max_decoding_message_size(MAX_WORKER_MESSAGE);
-    let admin = AdminServer::new(admin::AdminService::new(commands, offsets));
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    let tls = config.tls().map_err(|e| anyhow!(e))?;
+    let token = config
+        .token_file
+        .as_deref()
+        .map(common::security::Token::from_file)
+        .transpose()?;
+    warn_if_open(addr, tls.is_some(), token.is_some());
+    let auth = auth::WorkerAuth::new(tls.is_some(), token);
+    let auth_refused = auth.refused();
+    // A batch holds about 1 MiB of results at most, but one invalid record
+    // travels whole, alone in its batch.
+    let max_message = config.max_message_bytes as usize;
+    let coordinator = InterceptedService::new(
+        CoordinatorServer::new(service::CoordinatorService::new(
+            commands.clone(),
+            config.heartbeat_timeout,
+            config.max_batch_records,
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message),
+        auth,
+    );
+    let admin = AdminServer::new(admin::AdminService::new(commands, offsets, auth_refused))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -283,9 +319,6 @@ async fn grpc(
         .build_v1alpha()
         .context("building the reflection service")?;
 
-    let addr = listener
-        .local_addr()
-        .context("reading the listening address")?;
     let incoming = TcpListenerStream::new(listener).map(|conn| {
         if let Ok(c) = &conn {
             // Assignments and revocations are small and urgent.
@@ -293,10 +326,17 @@ async fn grpc(
         }
         conn
     });
-    info!(listen = %addr, topic = %config.kafka.topic, group = %config.group, "master serving");
+    info!(listen = %addr, tls = tls.is_some(), topic = %config.kafka.topic, group = %config.group, "master serving");
 
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(files) = &tls {
+        let tls = common::security::server_tls(&files.cert, &files.key, &files.ca)?;
+        builder = builder
+            .tls_config(tls)
+            .context("the master's TLS certificate, key or CA")?;
+    }
     let stop = shutdown.clone();
-    let server = tonic::transport::Server::builder()
+    let server = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

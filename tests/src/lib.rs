@@ -86,6 +86,7 @@ impl Cluster {
             bootstrap_servers: self.bootstrap.clone(),
             topic: topic.into(),
             options: vec![],
+            kafka_options_file: None,
             connect_timeout: Duration::from_secs(15),
         }
     }

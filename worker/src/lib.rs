@@ -28,6 +28,8 @@ use config::Config;
 /// error: the worker reconnects until shutdown. Errors are only for what
 /// retrying cannot fix at start (Kafka unreachable, bad client settings).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let credentials = session::Credentials::load(&config)?;
     common::kafka::fetch_metadata(&config.kafka, None)
         .await
         .context("checking Kafka")?;
@@ -38,9 +40,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         master = %config.master,
         id = config.id.as_deref().unwrap_or("(from the master)"),
         bootstrap = config.kafka.bootstrap_servers,
+        tls = credentials.tls.is_some(),
+        client_certificate = config.tls_cert.is_some(),
+        token = credentials.token.is_some(),
         "worker starting"
     );
-    session::run(&config, &mut parts, &shutdown).await?;
+    session::run(&config, &credentials, &mut parts, &shutdown).await?;
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -23,6 +23,7 @@ use common::pb::{
     Assign, Heartbeat, Hello, KafkaHeader, Leave, Outcome, PartitionProgress, PurchaseSummary,
     RecordResult, ResultBatch, Revoke, RevokeAck, SessionRequest, SessionResponse, Welcome,
 };
+use common::security::Token;
 use futures::stream::StreamExt;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -32,7 +33,7 @@ use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::Streaming;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{debug, info, instrument, warn};
 
 use crate::backoff::Backoff;
@@ -84,16 +85,19 @@ pub enum Error {
     Kafka(#[from] KafkaError),
 }
 
-/// Connects and serves sessions until `shutdown`; every error is retried.
+/// Connects and serves sessions until `shutdown`; every error is retried,
+/// a refusal by the master too (it may be lifted: a worker leaves, a
+/// certificate is renewed), with the backoff and a warning each time.
 pub async fn run(
     config: &Config,
+    credentials: &Credentials,
     parts: &mut Partitions,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
     loop {
         let opened = tokio::select! {
-            opened = open(config) => opened,
+            opened = open(config, credentials) => opened,
             _ = shutdown.cancelled() => return Ok(()),
         };
         match opened {
@@ -123,6 +127,14 @@ pub async fn run(
                     continue;
                 }
             }
+            Err(Error::Refused(status)) if is_refusal(status.code()) => {
+                warn!(
+                    code = ?status.code(),
+                    reason = status.message(),
+                    retry_in = ?backoff.peek(),
+                    "the master refused this worker; retrying"
+                );
+            }
             Err(e) => {
                 // Quiet while the master may just be starting; louder once
                 // the delays are at their longest.
@@ -141,6 +153,15 @@ pub async fn run(
     }
 }
 
+/// Statuses by which the master refuses a worker (rather than failing).
+fn is_refusal(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unauthenticated | PermissionDenied | ResourceExhausted | AlreadyExists
+    )
+}
+
 /// An open stream whose `welcome` has arrived.
 struct Opened {
     tx: mpsc::Sender<SessionRequest>,
@@ -148,10 +169,45 @@ struct Opened {
     welcome: Welcome,
 }
 
+/// How the worker reaches the master: TLS settings and the token, read
+/// from their files once at start.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub tls: Option<ClientTlsConfig>,
+    pub token: Option<Token>,
+}
+
+impl Credentials {
+    /// Reads the files `config` names.
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        let tls = match &config.tls_ca {
+            None => None,
+            Some(ca) => {
+                let pair = config.tls_cert.as_deref().zip(config.tls_key.as_deref());
+                Some(common::security::client_tls(ca, pair)?)
+            }
+        };
+        let token = config
+            .token_file
+            .as_deref()
+            .map(Token::from_file)
+            .transpose()?;
+        Ok(Self { tls, token })
+    }
+}
+
 /// Connects, sends `hello` and waits for `welcome`.
-async fn open(config: &Config) -> Result<Opened, Error> {
+async fn open(config: &Config, credentials: &Credentials) -> Result<Opened, Error> {
     let url = config.master.to_string();
-    let channel = Endpoint::from(config.master.clone())
+    let connect_error = |e: tonic::transport::Error| Error::Connect {
+        url: url.clone(),
+        cause: error_chain(&e),
+    };
+    let mut endpoint = Endpoint::from(config.master.clone());
+    if let Some(tls) = &credentials.tls {
+        endpoint = endpoint.tls_config(tls.clone()).map_err(connect_error)?;
+    }
+    let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -159,10 +215,7 @@ async fn open(config: &Config) -> Result<Opened, Error> {
         .keep_alive_while_idle(true)
         .connect()
         .await
-        .map_err(|e| Error::Connect {
-            url,
-            cause: error_chain(&e),
-        })?;
+        .map_err(connect_error)?;
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
     let hello = SessionRequest {
         worker_id: config.id.clone().unwrap_or_default(),
@@ -174,8 +227,17 @@ async fn open(config: &Config) -> Result<Opened, Error> {
     };
     tx.try_send(hello)
         .expect("a new channel has room for hello");
+    let max_message = config.max_message_bytes as usize;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = &credentials.token {
+        request
+            .metadata_mut()
+            .insert(common::security::TOKEN_METADATA, token.metadata());
+    }
     let mut responses = CoordinatorClient::new(channel)
-        .session(ReceiverStream::new(rx))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message)
+        .session(request)
         .await
         .map_err(Error::Refused)?
         .into_inner();
@@ -235,6 +297,7 @@ async fn serve(
         generation: 0,
         topic,
         rules: config.rules(),
+        max_carried: max_carried(config.max_message_bytes as usize),
         parts,
         batcher: Batcher::new(max_batch, MAX_BATCH_BYTES, config.batch_linger),
         outbox: VecDeque::new(),
@@ -316,6 +379,8 @@ struct Session<'a> {
     /// Topic of assignments that name none.
     topic: String,
     rules: Rules,
+    /// Most bytes of an invalid record's value sent to the master.
+    max_carried: usize,
     parts: &'a mut Partitions,
     batcher: Batcher,
     /// Messages in stream order, waiting for room on the stream.
@@ -498,7 +563,7 @@ impl Session<'_> {
                 result.outcome = Outcome::Invalid as i32;
                 result.invalid_code = reason.code().to_owned();
                 result.invalid_detail = reason.to_string();
-                carry(record, &mut result);
+                carry(record, &mut result, self.max_carried);
             }
         }
         self.batcher.push(partition, result, Instant::now());
@@ -598,20 +663,26 @@ impl Session<'_> {
     }
 }
 
+/// The most of an invalid record's value that fits in a message of
+/// `max_message` bytes beside its key, headers and batch framing.
+fn max_carried(max_message: usize) -> usize {
+    MAX_CARRIED_VALUE_BYTES.min(max_message / 2)
+}
+
 /// Puts an invalid record's key, value and headers in its result, for the
 /// master's dead letter; a Kafka null stays absent.
-fn carry(record: &BorrowedMessage<'_>, result: &mut RecordResult) {
+fn carry(record: &BorrowedMessage<'_>, result: &mut RecordResult, max: usize) {
     result.key = record.key().map(<[u8]>::to_vec);
     result.value = record.payload().map(|v| {
-        if v.len() > MAX_CARRIED_VALUE_BYTES {
+        if v.len() > max {
             warn!(
                 partition = record.partition(),
                 offset = record.offset(),
                 bytes = v.len(),
-                "invalid record's value cut to {MAX_CARRIED_VALUE_BYTES} bytes for the master"
+                "invalid record's value cut to {max} bytes for the master"
             );
         }
-        v[..v.len().min(MAX_CARRIED_VALUE_BYTES)].to_vec()
+        v[..v.len().min(max)].to_vec()
     });
     if let Some(headers) = record.headers() {
         result.headers = headers
