@@ -135,6 +135,20 @@ pub async fn run(
                     "the master refused this worker; retrying"
                 );
             }
+            Err(Error::Refused(status))
+                if credentials.tls.is_some() && status.code() == tonic::Code::Cancelled =>
+            {
+                // TLS 1.3: the client's side of the handshake is over before
+                // the master checks the client certificate, so a refused
+                // certificate shows up as a connection closed at once.
+                warn!(
+                    error = %status.message(),
+                    retry_in = ?backoff.peek(),
+                    "the master closed the connection during the session's start: is this \
+                     worker's certificate (--tls-cert) signed by the CA the master trusts \
+                     (its --tls-ca)? retrying"
+                );
+            }
             Err(e) => {
                 // Quiet while the master may just be starting; louder once
                 // the delays are at their longest.
