@@ -945,3 +945,40 @@ async fn an_aborted_transaction_rewinds_to_the_committed_offsets_and_loses_nothi
     assert_eq!(printed, 1 + 2 * (1 + rewinds), "{:#?}", m.output.lines());
     m.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_max_message_bytes_ends_the_session_and_nothing_is_notified() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-size");
+    let group = unique("master-grpc-size-group");
+    let config = config(
+        &bootstrap,
+        &topic,
+        &group,
+        &["--max-message-bytes", "65536"],
+    );
+    topic_with_records(&config, 1, 0).await;
+    let m = Master::start(config).await;
+
+    let mut w = FakeWorker::connect(&m.url(), "big").await.unwrap();
+    let a = w.assigns(1).await;
+    let mut huge = result(0, pb::Outcome::Invalid);
+    huge.value = Some(vec![b'x'; 100_000]);
+    w.results(0, a[&0].generation, vec![huge]).await;
+    let err = loop {
+        match w.next().await {
+            Err(status) => break status,
+            Ok(Some(session_response::Body::Revoke(_) | session_response::Body::Assign(_))) => {}
+            Ok(other) => panic!("expected an error, got {other:?}"),
+        }
+    };
+    eprintln!("over --max-message-bytes: {err}");
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+    assert!(
+        err.message().contains("65536") && err.message().contains("--max-message-bytes"),
+        "{err}"
+    );
+    let s = stats(&m).await;
+    assert_eq!((s.records_processed, s.invalid), (0, 0));
+    m.stop().await;
+}
