@@ -31,6 +31,17 @@ fn heartbeat(progress: &[(i32, u64, i64)]) -> Body {
     })
 }
 
+/// The status that ends `w`'s session, skipping assignment changes.
+async fn session_error(w: &mut FakeWorker) -> tonic::Status {
+    loop {
+        match w.next().await {
+            Err(status) => return status,
+            Ok(Some(session_response::Body::Revoke(_) | session_response::Body::Assign(_))) => {}
+            Ok(other) => panic!("expected an error, got {other:?}"),
+        }
+    }
+}
+
 async fn stats(m: &Master) -> pb::GetStatsResponse {
     m.admin()
         .await
@@ -550,13 +561,7 @@ async fn protocol_violations_are_refused_with_the_right_code() {
             .collect(),
     )
     .await;
-    let err = loop {
-        match w.next().await {
-            Err(status) => break status,
-            Ok(Some(session_response::Body::Revoke(_) | session_response::Body::Assign(_))) => {}
-            Ok(other) => panic!("expected an error, got {other:?}"),
-        }
-    };
+    let err = session_error(&mut w).await;
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     assert!(err.message().contains("at most 500"), "{err}");
     assert_eq!(stats(&m).await.records_processed, 0);
@@ -965,13 +970,7 @@ async fn a_message_over_max_message_bytes_ends_the_session_and_nothing_is_notifi
     let mut huge = result(0, pb::Outcome::Invalid);
     huge.value = Some(vec![b'x'; 100_000]);
     w.results(0, a[&0].generation, vec![huge]).await;
-    let err = loop {
-        match w.next().await {
-            Err(status) => break status,
-            Ok(Some(session_response::Body::Revoke(_) | session_response::Body::Assign(_))) => {}
-            Ok(other) => panic!("expected an error, got {other:?}"),
-        }
-    };
+    let err = session_error(&mut w).await;
     eprintln!("over --max-message-bytes: {err}");
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
     assert!(
