@@ -7,10 +7,46 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use anyhow::Context;
 use common::security::{Token, TOKEN_METADATA};
 use tonic::service::Interceptor;
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Status};
 use tracing::warn;
+
+use crate::config::Config;
+
+/// The master's TLS settings and worker authentication, read from their
+/// files and checked at start.
+pub struct Security {
+    pub tls: Option<ServerTlsConfig>,
+    pub auth: WorkerAuth,
+}
+
+impl Security {
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        let tls = match config.tls().map_err(anyhow::Error::msg)? {
+            None => None,
+            Some(files) => {
+                let tls = common::security::server_tls(&files.cert, &files.key, &files.ca)?;
+                // Parses the PEM files now rather than when serving starts.
+                tonic::transport::Server::builder()
+                    .tls_config(tls.clone())
+                    .context("the master's TLS certificate (--tls-cert), key (--tls-key) or CA (--tls-ca)")?;
+                Some(tls)
+            }
+        };
+        let token = config
+            .token_file
+            .as_deref()
+            .map(Token::from_file)
+            .transpose()?;
+        Ok(Self {
+            auth: WorkerAuth::new(tls.is_some(), token),
+            tls,
+        })
+    }
+}
 
 /// The Coordinator service's interceptor.
 #[derive(Clone)]
@@ -28,6 +64,11 @@ impl WorkerAuth {
             token,
             refused: Arc::default(),
         }
+    }
+
+    /// Whether callers must present the shared token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// Callers refused so far (Admin `GetStats` shows it).

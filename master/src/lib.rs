@@ -83,6 +83,8 @@ pub async fn serve_to<W: Write + Send + 'static>(
     output: W,
 ) -> anyhow::Result<()> {
     config.validate().map_err(|e| anyhow!(e))?;
+    // Before Kafka: a wrong file is reported at once.
+    let security = auth::Security::load(&config)?;
     // Ours to cancel when anything fails; the caller's token cancels it too.
     let stop = shutdown.child_token();
     let kafka = &config.kafka;
@@ -223,7 +225,7 @@ pub async fn serve_to<W: Write + Send + 'static>(
         stop.clone(),
     ));
 
-    let served = grpc(&config, listener, commands, view_rx, stop.clone()).await;
+    let served = grpc(&config, security, listener, commands, view_rx, stop.clone()).await;
     // Whatever ended the server, everything else stops too.
     stop.cancel();
 
@@ -262,6 +264,7 @@ fn warn_if_open(addr: std::net::SocketAddr, tls: bool, token: bool) {
 /// for open streams.
 async fn grpc(
     config: &Config,
+    security: auth::Security,
     listener: TcpListener,
     commands: mpsc::Sender<actor::Command>,
     offsets: watch::Receiver<OffsetsView>,
@@ -270,14 +273,8 @@ async fn grpc(
     let addr = listener
         .local_addr()
         .context("reading the listening address")?;
-    let tls = config.tls().map_err(|e| anyhow!(e))?;
-    let token = config
-        .token_file
-        .as_deref()
-        .map(common::security::Token::from_file)
-        .transpose()?;
-    warn_if_open(addr, tls.is_some(), token.is_some());
-    let auth = auth::WorkerAuth::new(tls.is_some(), token);
+    let auth::Security { tls, auth } = security;
+    warn_if_open(addr, tls.is_some(), auth.has_token());
     let auth_refused = auth.refused();
     // A batch holds about 1 MiB of results at most, but one invalid record
     // travels whole, alone in its batch.
@@ -329,8 +326,7 @@ async fn grpc(
     info!(listen = %addr, tls = tls.is_some(), topic = %config.kafka.topic, group = %config.group, "master serving");
 
     let mut builder = tonic::transport::Server::builder();
-    if let Some(files) = &tls {
-        let tls = common::security::server_tls(&files.cert, &files.key, &files.ca)?;
+    if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
             .context("the master's TLS certificate, key or CA")?;

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use anyhow::Context;
 use common::classify::{classify, Classification, Kind, Rules};
 use common::pb::coordinator_client::CoordinatorClient;
 use common::pb::session_request::Body;
@@ -198,7 +199,12 @@ impl Credentials {
             None => None,
             Some(ca) => {
                 let pair = config.tls_cert.as_deref().zip(config.tls_key.as_deref());
-                Some(common::security::client_tls(ca, pair)?)
+                let tls = common::security::client_tls(ca, pair)?;
+                // Parses the PEM files now rather than at every connection attempt.
+                Endpoint::from(config.master.clone())
+                    .tls_config(tls.clone())
+                    .context("the worker's TLS files (--tls-ca, --tls-cert, --tls-key)")?;
+                Some(tls)
             }
         };
         let token = config
