@@ -31,31 +31,40 @@ fn identity(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
 /// workers' client certificates. A client certificate is optional at the
 /// TLS level (operators and health probes present none), but one that is
 /// presented must chain to `ca`, or the handshake fails; the Coordinator
-/// service then refuses callers without one.
+/// service then refuses callers without one. The files are read and parsed
+/// now, so a bad one is reported at start.
 pub fn server_tls(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<ServerTlsConfig> {
-    Ok(ServerTlsConfig::new()
+    let tls = ServerTlsConfig::new()
         .identity(identity(cert, key)?)
-        .client_ca_root(Certificate::from_pem(read(
-            ca,
-            "CA certificate (--tls-ca)",
-        )?))
-        .client_auth_optional(true))
+        .client_ca_root(ca_certificate(ca)?)
+        .client_auth_optional(true);
+    tonic::transport::Server::builder()
+        .tls_config(tls.clone())
+        .context("parsing --tls-cert, --tls-key or --tls-ca")?;
+    Ok(tls)
 }
 
 /// A worker's TLS: the CA that signed the master's certificate and, for
-/// mutual TLS, the worker's own certificate and key.
+/// mutual TLS, the worker's own certificate and key; read and parsed now.
 pub fn client_tls(
     ca: &Path,
     cert_and_key: Option<(&Path, &Path)>,
 ) -> anyhow::Result<ClientTlsConfig> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(
-        ca,
-        "CA certificate (--tls-ca)",
-    )?));
+    let mut tls = ClientTlsConfig::new().ca_certificate(ca_certificate(ca)?);
     if let Some((cert, key)) = cert_and_key {
         tls = tls.identity(identity(cert, key)?);
     }
+    tonic::transport::Endpoint::from_static("https://localhost")
+        .tls_config(tls.clone())
+        .context("parsing --tls-ca, --tls-cert or --tls-key")?;
     Ok(tls)
+}
+
+fn ca_certificate(ca: &Path) -> anyhow::Result<Certificate> {
+    Ok(Certificate::from_pem(read(
+        ca,
+        "CA certificate (--tls-ca)",
+    )?))
 }
 
 /// The shared worker token. Its `Debug` never shows it.
@@ -79,6 +88,11 @@ impl Token {
             path.display()
         );
         Ok(Self(token.to_owned()))
+    }
+
+    /// The token in `path`, if a path is given.
+    pub fn from_optional_file(path: Option<&Path>) -> anyhow::Result<Option<Self>> {
+        path.map(Self::from_file).transpose()
     }
 
     /// The metadata value a worker sends.

@@ -8,8 +8,8 @@
 #
 # Makes, in DIR (existing files are kept; delete DIR to start over):
 #   ca.pem, ca.key                   the CA every process trusts
-#   master.pem, master.key           server: 127.0.0.1, localhost, cyberday-master
-#                                    (+ .cyberday, .cyberday.svc, .cyberday.svc.cluster.local)
+#   master.pem, master.key           server: 127.0.0.1, localhost, cyberday-master and master
+#                                    (each + .cyberday, .cyberday.svc, .cyberday.svc.cluster.local)
 #   worker.pem, worker.key           client certificate of a worker (CN worker)
 #   rogue-ca.pem, rogue-worker.pem, rogue-worker.key
 #                                    a second CA and a worker it signed: must be refused
@@ -59,10 +59,14 @@ leaf() { # leaf NAME CA COMMON_NAME serverAuth|clientAuth [SAN]
   rm -f "$ext"
 }
 
-service=cyberday-master
+# The master's names: loopback, and the Service in namespace cyberday, as
+# deploy/k8s names it (master) and as cyberday-master.
+names="IP:127.0.0.1,DNS:localhost"
+for service in cyberday-master master; do
+  for suffix in "" .cyberday .cyberday.svc .cyberday.svc.cluster.local; do names+=",DNS:$service$suffix"; done
+done
 ca ca "cyberday-notifier test CA"
-leaf master ca "$service" serverAuth \
-  "IP:127.0.0.1,DNS:localhost,DNS:$service,DNS:$service.cyberday,DNS:$service.cyberday.svc,DNS:$service.cyberday.svc.cluster.local"
+leaf master ca cyberday-master serverAuth "$names"
 leaf worker ca worker clientAuth
 ca rogue-ca "rogue CA"
 leaf rogue-worker rogue-ca worker clientAuth

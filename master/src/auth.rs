@@ -7,7 +7,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context;
 use common::security::{Token, TOKEN_METADATA};
 use tonic::service::Interceptor;
 use tonic::transport::ServerTlsConfig;
@@ -27,20 +26,9 @@ impl Security {
     pub fn load(config: &Config) -> anyhow::Result<Self> {
         let tls = match config.tls().map_err(anyhow::Error::msg)? {
             None => None,
-            Some(files) => {
-                let tls = common::security::server_tls(&files.cert, &files.key, &files.ca)?;
-                // Parses the PEM files now rather than when serving starts.
-                tonic::transport::Server::builder()
-                    .tls_config(tls.clone())
-                    .context("the master's TLS certificate (--tls-cert), key (--tls-key) or CA (--tls-ca)")?;
-                Some(tls)
-            }
+            Some(f) => Some(common::security::server_tls(&f.cert, &f.key, &f.ca)?),
         };
-        let token = config
-            .token_file
-            .as_deref()
-            .map(Token::from_file)
-            .transpose()?;
+        let token = Token::from_optional_file(config.token_file.as_deref())?;
         Ok(Self {
             auth: WorkerAuth::new(tls.is_some(), token),
             tls,

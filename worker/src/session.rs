@@ -15,7 +15,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use anyhow::Context;
 use common::classify::{classify, Classification, Kind, Rules};
 use common::pb::coordinator_client::CoordinatorClient;
 use common::pb::session_request::Body;
@@ -199,19 +198,10 @@ impl Credentials {
             None => None,
             Some(ca) => {
                 let pair = config.tls_cert.as_deref().zip(config.tls_key.as_deref());
-                let tls = common::security::client_tls(ca, pair)?;
-                // Parses the PEM files now rather than at every connection attempt.
-                Endpoint::from(config.master.clone())
-                    .tls_config(tls.clone())
-                    .context("the worker's TLS files (--tls-ca, --tls-cert, --tls-key)")?;
-                Some(tls)
+                Some(common::security::client_tls(ca, pair)?)
             }
         };
-        let token = config
-            .token_file
-            .as_deref()
-            .map(Token::from_file)
-            .transpose()?;
+        let token = Token::from_optional_file(config.token_file.as_deref())?;
         Ok(Self { tls, token })
     }
 }
