@@ -31,6 +31,8 @@ pub struct KafkaArgs {
         value_name = "KEY=VALUE",
         value_parser = parse_key_value,
         env = "KAFKA_OPTIONS",
+        // `--help` would print the variable's value: it may hold a secret.
+        hide_env_values = true,
         value_delimiter = ';'
     )]
     pub options: Vec<(String, String)>,
