@@ -84,6 +84,38 @@ impl Cluster {
             .unwrap();
         rt.block_on(common::kafka::ensure_topic(&args, topic, partitions))
             .expect("creating the test topic");
+        self.wait_until_every_broker_knows(topic, partitions);
+    }
+
+    /// Creation is visible broker by broker; a process that asks another
+    /// broker right away (a broker restarted by a previous test lags) would
+    /// find no topic. Asks each bootstrap broker first-hand.
+    fn wait_until_every_broker_knows(&self, topic: &str, partitions: i32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for broker in self.bootstrap.split(',') {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", broker)
+                .create()
+                .expect("metadata client");
+            loop {
+                let known = consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+                    .ok()
+                    .and_then(|md| {
+                        let t = md.topics().iter().find(|t| t.name() == topic)?;
+                        (t.error().is_none() && t.partitions().len() == partitions as usize)
+                            .then_some(())
+                    });
+                if known.is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "broker {broker} does not know {topic} after 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 
     fn kafka_args(&self, topic: &str) -> common::cli::KafkaArgs {
