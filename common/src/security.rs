@@ -1,15 +1,14 @@
-//! Transport security between the master and its workers: PEM files into
-//! tonic's TLS settings (mutual TLS: the master requires nothing of an
-//! operator but verifies every client certificate against its CA), and the
-//! shared worker token for when TLS is off, sent as `authorization: Bearer`
-//! metadata and compared in constant time.
+//! Transport security between the master and its workers: a worker's PEM
+//! files into tonic's TLS settings (the master's listener is
+//! `master::tls`), and the shared worker token, sent as `authorization:
+//! Bearer` metadata and compared in constant time.
 
 use std::fmt;
 use std::path::Path;
 
 use anyhow::Context;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// The gRPC metadata key that carries the worker token.
 pub const TOKEN_METADATA: &str = "authorization";
@@ -25,23 +24,6 @@ fn identity(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
         read(cert, "certificate (--tls-cert)")?,
         read(key, "private key (--tls-key)")?,
     ))
-}
-
-/// The master's TLS: its certificate and key, and the CA that signs the
-/// workers' client certificates. A client certificate is optional at the
-/// TLS level (operators and health probes present none), but one that is
-/// presented must chain to `ca`, or the handshake fails; the Coordinator
-/// service then refuses callers without one. The files are read and parsed
-/// now, so a bad one is reported at start.
-pub fn server_tls(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<ServerTlsConfig> {
-    let tls = ServerTlsConfig::new()
-        .identity(identity(cert, key)?)
-        .client_ca_root(ca_certificate(ca)?)
-        .client_auth_optional(true);
-    tonic::transport::Server::builder()
-        .tls_config(tls.clone())
-        .context("parsing --tls-cert, --tls-key or --tls-ca")?;
-    Ok(tls)
 }
 
 /// A worker's TLS: the CA that signed the master's certificate and, for

@@ -1,6 +1,6 @@
 //! Who may call the `Coordinator` service: only workers. With TLS, a worker
-//! is a caller whose client certificate chains to `--tls-ca` (rustls checks
-//! the chain during the handshake, so a certificate from another CA never
+//! is a caller whose client certificate chains to `--tls-ca` (checked during
+//! the handshake, see [`crate::tls`]: a certificate from another CA never
 //! gets this far); with `--token-file`, a caller that presents the shared
 //! token. Everything else is refused, said why, logged and counted.
 
@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use common::security::{Token, TOKEN_METADATA};
+use tokio_rustls::rustls::ServerConfig;
 use tonic::service::Interceptor;
-use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Status};
 use tracing::warn;
 
@@ -18,7 +18,7 @@ use crate::config::Config;
 /// The master's TLS settings and worker authentication, read from their
 /// files and checked at start.
 pub struct Security {
-    pub tls: Option<ServerTlsConfig>,
+    pub tls: Option<Arc<ServerConfig>>,
     pub auth: WorkerAuth,
 }
 
@@ -26,7 +26,7 @@ impl Security {
     pub fn load(config: &Config) -> anyhow::Result<Self> {
         let tls = match config.tls().map_err(anyhow::Error::msg)? {
             None => None,
-            Some(f) => Some(common::security::server_tls(&f.cert, &f.key, &f.ca)?),
+            Some(files) => Some(crate::tls::server_config(&files)?),
         };
         let token = Token::from_optional_file(config.token_file.as_deref())?;
         Ok(Self {

@@ -11,6 +11,7 @@
 //! - [`actor`]: the task that owns the coordinator, fed by a bounded channel.
 //! - [`service`]: the `Coordinator` gRPC service workers call (an adapter).
 //! - [`auth`]: who may call it (client certificate, shared token).
+//! - [`tls`]: the TLS listener (mutual TLS; refused certificates counted).
 //! - [`admin`]: the `Admin` gRPC service operators call (an adapter).
 //! - [`notifier`]: the console output (text or JSON lines on stdout), a view.
 //! - [`output`]: the transactional producer: notifications topic, dead
@@ -32,6 +33,7 @@ pub mod notifier;
 pub mod offsets;
 pub mod output;
 pub mod service;
+pub mod tls;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -276,6 +278,7 @@ async fn grpc(
     let auth::Security { tls, auth } = security;
     warn_if_open(addr, tls.is_some(), auth.has_token());
     let auth_refused = auth.refused();
+    let refused_handshakes = auth.refused();
     // A batch holds about 1 MiB of results at most, but one invalid record
     // travels whole, alone in its batch.
     let max_message = config.max_message_bytes as usize;
@@ -316,30 +319,32 @@ async fn grpc(
         .build_v1alpha()
         .context("building the reflection service")?;
 
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(c) = &conn {
-            // Assignments and revocations are small and urgent.
-            let _ = c.set_nodelay(true);
-        }
-        conn
-    });
     info!(listen = %addr, tls = tls.is_some(), topic = %config.kafka.topic, group = %config.group, "master serving");
 
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls)
-            .context("the master's TLS certificate, key or CA")?;
-    }
-    let stop = shutdown.clone();
-    let server = builder
+    let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(coordinator)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
-    let mut server = tokio::spawn(server);
+        .add_service(admin);
+    let stop = shutdown.clone();
+    let stopped = async move { stop.cancelled().await };
+    let mut server = match tls {
+        Some(tls) => {
+            let incoming = tls::incoming(listener, tls, refused_handshakes, shutdown.clone());
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+        None => {
+            let incoming = TcpListenerStream::new(listener).map(|conn| {
+                if let Ok(c) = &conn {
+                    // Assignments and revocations are small and urgent.
+                    let _ = c.set_nodelay(true);
+                }
+                conn
+            });
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
 
     tokio::select! {
         done = &mut server => return done.context("gRPC server task")?.context("gRPC server"),
