@@ -139,3 +139,44 @@ fn certificate_error(e: &io::Error) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_or_empty_files_are_named_in_the_error() {
+        let dir = std::env::temp_dir().join(format!("tls-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let files = |cert: &Path| TlsFiles {
+            cert: cert.to_owned(),
+            key: dir.join("missing.key"),
+            ca: empty.clone(),
+        };
+        let e = format!(
+            "{:#}",
+            server_config(&files(&dir.join("missing.pem"))).unwrap_err()
+        );
+        assert!(e.contains("--tls-cert") && e.contains("missing.pem"), "{e}");
+        let e = format!("{:#}", server_config(&files(&empty)).unwrap_err());
+        assert!(
+            e.contains("no PEM certificate") && e.contains("--tls-cert"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_certificate_errors_count_as_refusals() {
+        let bad = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let reason = certificate_error(&io::Error::new(io::ErrorKind::InvalidData, bad)).unwrap();
+        assert!(
+            reason.contains("UnknownIssuer") && reason.contains("--tls-ca"),
+            "{reason}"
+        );
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "tcp probe");
+        assert_eq!(certificate_error(&eof), None);
+    }
+}
