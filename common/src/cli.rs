@@ -249,8 +249,8 @@ mod tests {
 
     #[test]
     fn debug_redacts_secret_values_and_the_file_comes_first() {
-        let dir = std::env::temp_dir().join(format!("cli-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let file = dir.join("kafka.properties");
         std::fs::write(&file, "sasl.password=hunter2\nlinger.ms=1\n").unwrap();
         #[derive(clap::Parser)]
@@ -285,7 +285,6 @@ mod tests {
             ]
         );
         assert!(!parse_key_value("=hunter2").unwrap_err().contains("hunter2"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

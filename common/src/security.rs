@@ -119,8 +119,8 @@ mod tests {
 
     #[test]
     fn tokens_match_only_exactly() {
-        let dir = std::env::temp_dir().join(format!("token-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("token");
         std::fs::write(&path, "s3cret-token\n").unwrap();
         let token = Token::from_file(&path).unwrap();
@@ -139,7 +139,6 @@ mod tests {
         assert!(Token::from_file(&path).is_err());
         std::fs::write(&path, "two words").unwrap();
         assert!(Token::from_file(&path).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -113,8 +113,8 @@ mod tests {
     use super::*;
 
     fn token() -> Token {
-        let dir = std::env::temp_dir().join(format!("auth-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("token");
         std::fs::write(&path, "t0ken").unwrap();
         Token::from_file(&path).unwrap()

@@ -146,8 +146,8 @@ mod tests {
 
     #[test]
     fn unreadable_or_empty_files_are_named_in_the_error() {
-        let dir = std::env::temp_dir().join(format!("tls-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let files = |cert: &Path| TlsFiles {
@@ -165,7 +165,6 @@ mod tests {
             e.contains("no PEM certificate") && e.contains("--tls-cert"),
             "{e}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
