@@ -26,6 +26,7 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()>
         bootstrap_servers: bootstrap.into(),
         topic: topic.into(),
         options: vec![],
+        kafka_options_file: None,
         connect_timeout: TIMEOUT,
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -23,7 +23,14 @@ pub enum Error {
         timeout: Duration,
         cause: String,
     },
-    #[error("invalid Kafka client setting ({0}); check the -X options and KAFKA_OPTIONS")]
+    #[error("Kafka at {bootstrap} refused this client's {what} ({cause}); {fix}")]
+    Refused {
+        bootstrap: String,
+        what: &'static str,
+        cause: String,
+        fix: &'static str,
+    },
+    #[error("invalid Kafka client setting ({}); check the -X options, KAFKA_OPTIONS and --kafka-options-file", without_value(.0))]
     Config(rdkafka::error::KafkaError),
     #[error("topic {topic} does not exist and could not be created: {reason}")]
     CreateTopic { topic: String, reason: String },
@@ -34,15 +41,34 @@ pub enum Error {
 /// Result alias for this module.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A client error as text, without the rejected value: rdkafka's own text
+/// includes it, and it may be a password.
+fn without_value(e: &rdkafka::error::KafkaError) -> String {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, desc, key, _) => format!("{key}: {desc}"),
+        other => other.to_string(),
+    }
+}
+
+/// Checks the user's librdkafka options (file and `-X`) on their own, so a
+/// wrong one is reported by [`Error::Config`], which never shows its value,
+/// before any client's creation could report it with the value.
+pub fn check_options(args: &KafkaArgs) -> Result<()> {
+    let mut c = ClientConfig::new();
+    apply_overrides(&mut c, args);
+    c.create_native_config().map(drop).map_err(Error::Config)
+}
+
 fn base_config(args: &KafkaArgs) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &args.bootstrap_servers);
     c
 }
 
-/// Applies the user's `-X` options; they win over ours.
+/// Applies the user's options (`--kafka-options-file`, then `-X`); they win
+/// over ours.
 fn apply_overrides(c: &mut ClientConfig, args: &KafkaArgs) {
-    for (k, v) in &args.options {
+    for (k, v) in args.user_options() {
         c.set(k, v);
     }
 }
@@ -150,21 +176,73 @@ pub fn admin_config(args: &KafkaArgs) -> ClientConfig {
 /// Cluster metadata (brokers and, if `topic` is given, that topic), waiting at
 /// most `args.connect_timeout`.
 pub async fn fetch_metadata(args: &KafkaArgs, topic: Option<&str>) -> Result<Metadata> {
+    check_options(args)?;
     let consumer: BaseConsumer = admin_config(args).create().map_err(Error::Config)?;
     let timeout = args.connect_timeout;
     let topic = topic.map(str::to_owned);
     let bootstrap = args.bootstrap_servers.clone();
     // fetch_metadata blocks; keep it off the async workers.
-    tokio::task::spawn_blocking(move || consumer.fetch_metadata(topic.as_deref(), timeout))
-        .await
-        .expect("metadata task panicked")
-        .map_err(|e| Error::Unreachable {
-            bootstrap,
-            timeout,
-            cause: e
-                .rdkafka_error_code()
-                .map_or_else(|| e.to_string(), |c| c.to_string()),
-        })
+    tokio::task::spawn_blocking(move || {
+        // In short steps: between them, a refused login or TLS handshake
+        // ends the wait at once, with what to fix.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let e = match consumer.fetch_metadata(topic.as_deref(), left.min(METADATA_STEP)) {
+                Ok(md) => return Ok(md),
+                Err(e) => e,
+            };
+            if let Some(refused) = security_failure(&consumer, &bootstrap) {
+                return Err(refused);
+            }
+            if left <= METADATA_STEP {
+                return Err(Error::Unreachable {
+                    bootstrap,
+                    timeout,
+                    cause: e
+                        .rdkafka_error_code()
+                        .map_or_else(|| e.to_string(), |c| c.to_string()),
+                });
+            }
+        }
+    })
+    .await
+    .expect("metadata task panicked")
+}
+
+/// How long one metadata request may wait before the client's errors are
+/// checked for a refusal.
+const METADATA_STEP: Duration = Duration::from_millis(500);
+
+/// A failed SASL login or TLS handshake among the client's pending errors
+/// (served by polling: without a group the client's main queue holds them).
+fn security_failure(consumer: &BaseConsumer, bootstrap: &str) -> Option<Error> {
+    while let Some(event) = consumer.poll(Duration::ZERO) {
+        let Err(e) = event else { continue };
+        let (what, fix) = match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Authentication) => (
+                "credentials",
+                "check security.protocol, sasl.mechanism, sasl.username and sasl.password \
+                 (--kafka-options-file)",
+            ),
+            Some(RDKafkaErrorCode::SSL) => (
+                "TLS handshake",
+                "check security.protocol and ssl.ca.location (the CA of the brokers' \
+                 certificate) in --kafka-options-file",
+            ),
+            _ => continue,
+        };
+        let cause = e
+            .rdkafka_error_code()
+            .map_or_else(|| e.to_string(), |c| c.to_string());
+        return Some(Error::Refused {
+            bootstrap: bootstrap.to_owned(),
+            what,
+            cause,
+            fix,
+        });
+    }
+    None
 }
 
 /// Number of partitions of `topic`, or `None` if it does not exist.
@@ -232,5 +310,35 @@ pub async fn ensure_topic(args: &KafkaArgs, topic: &str, partitions: i32) -> Res
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn librdkafka_is_built_with_tls_and_sasl_plain_and_scram() {
+        let native = ClientConfig::new().create_native_config().unwrap();
+        let features = native.get("builtin.features").unwrap();
+        for needed in ["ssl", "sasl_plain", "sasl_scram"] {
+            assert!(
+                features.split(',').any(|f| f == needed),
+                "librdkafka lacks {needed}: {features}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rejected_option_is_reported_without_its_value() {
+        let args = KafkaArgs {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            topic: "T".into(),
+            options: vec![("sasl.pasword".into(), "hunter2".into())],
+            kafka_options_file: None,
+            connect_timeout: Duration::from_secs(1),
+        };
+        let e = check_options(&args).unwrap_err().to_string();
+        assert!(e.contains("sasl.pasword") && !e.contains("hunter2"), "{e}");
     }
 }

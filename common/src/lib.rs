@@ -7,11 +7,13 @@
 //! - [`pb`]: the generated gRPC code of `proto/cyberday/v1` and its
 //!   descriptor set for server reflection.
 //! - [`cli`]: flags every binary shares (bootstrap servers, topic, `-X`
-//!   librdkafka passthrough, log format), each with an environment variable.
+//!   librdkafka passthrough and options file, log format), each with an environment variable.
 //! - [`kafka`]: the librdkafka settings that carry our delivery semantics,
 //!   written out once, and small admin helpers (reachability, topic creation).
 //! - [`metrics`]: histograms on atomics and the Prometheus text format.
 //! - [`http`]: the `--metrics-listen` HTTP server (axum) and its responses.
+//! - [`security`]: master/worker TLS from PEM files (mutual TLS) and the
+//!   shared worker token (constant-time comparison).
 //! - [`shutdown`]: SIGTERM / Ctrl-C to one cancellation token; a second signal exits.
 //! - [`telemetry`]: tracing set-up; logs go to stderr, never stdout.
 
@@ -23,5 +25,6 @@ pub mod metrics;
 pub mod notify;
 pub mod pb;
 pub mod record;
+pub mod security;
 pub mod shutdown;
 pub mod telemetry;

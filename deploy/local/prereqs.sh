@@ -2,15 +2,26 @@
 # here, installing Debian packages when running as root (as CI does), and
 # otherwise saying exactly what to install.
 
+apt_install() { # apt_install DEBIAN_PACKAGE WHAT_FOR: only as root, with apt-get
+  [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1 || return 0
+  echo "prereqs: installing $1 ($2)" >&2
+  if [[ -z "${_apt_updated:-}" ]]; then apt-get update -qq >/dev/null && _apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
 need_cmd() { # need_cmd COMMAND DEBIAN_PACKAGE WHAT_FOR
   command -v "$1" >/dev/null 2>&1 && return 0
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "prereqs: installing $2 ($3)" >&2
-    if [[ -z "${_apt_updated:-}" ]]; then apt-get update -qq >/dev/null && _apt_updated=1; fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-    command -v "$1" >/dev/null 2>&1 && return 0
-  fi
+  apt_install "$2" "$3"
+  command -v "$1" >/dev/null 2>&1 && return 0
   echo "prereqs: '$1' is missing ($3). Install it with: apt-get install -y $2" >&2
+  exit 1
+}
+
+need_file() { # need_file PATH DEBIAN_PACKAGE WHAT_FOR
+  [[ -e "$1" ]] && return 0
+  apt_install "$2" "$3"
+  [[ -e "$1" ]] && return 0
+  echo "prereqs: $1 is missing ($3). Install it with: apt-get install -y $2" >&2
   exit 1
 }
 
@@ -19,6 +30,10 @@ need_cmd mvn maven "fetches Kafka's jars from Maven Central, once"
 need_cmd cc build-essential "builds librdkafka"
 need_cmd make build-essential "builds librdkafka"
 need_cmd chromium chromium "headless browser of the live page's test (tests/tests/live_view.rs)"
+need_cmd pkg-config pkg-config "finds OpenSSL for librdkafka"
+need_cmd openssl openssl "makes the throw-away certificates (deploy/local/certs.sh)"
+# librdkafka is built with TLS (SASL_SSL): it needs OpenSSL's headers.
+need_file /usr/include/openssl/ssl.h libssl-dev "builds librdkafka with TLS for SASL_SSL"
 command -v cargo >/dev/null 2>&1 || {
   echo "prereqs: 'cargo' is missing. Install Rust with rustup (https://rustup.rs), then run this again." >&2
   exit 1

@@ -47,11 +47,15 @@ if ! "$kafka" status >/dev/null 2>&1; then
   started_kafka=1
   "$kafka" up
 fi
+# A cluster started with KAFKA_SECURITY=sasl_ssl: its credentials, from their file.
+if props="$("$kafka" client-properties 2>/dev/null)"; then
+  export KAFKA_OPTIONS_FILE="$props"
+fi
 
 echo "run.sh: building (release)" >&2
 cargo build --release --quiet --bins
 
-start master target/release/master --notify-format "${NOTIFY_FORMAT:-text}" \
+start master target/release/master --listen 127.0.0.1:50051 --notify-format "${NOTIFY_FORMAT:-text}" \
   --metrics-listen "${MASTER_METRICS_LISTEN:-127.0.0.1:8080}"
 sleep 1
 start worker-1 target/release/worker --id worker-1 --metrics-listen 127.0.0.1:8081

@@ -1,6 +1,9 @@
 //! The `Admin` gRPC service (operators, read-only): an adapter over a
 //! snapshot from the coordinator actor and the offsets view.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use common::pb::{self, admin_server::Admin};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
@@ -14,11 +17,21 @@ use crate::offsets::OffsetsView;
 pub struct AdminService {
     commands: mpsc::Sender<Command>,
     offsets: watch::Receiver<OffsetsView>,
+    /// Callers the Coordinator service refused (see [`crate::auth`]).
+    auth_refused: Arc<AtomicU64>,
 }
 
 impl AdminService {
-    pub fn new(commands: mpsc::Sender<Command>, offsets: watch::Receiver<OffsetsView>) -> Self {
-        Self { commands, offsets }
+    pub fn new(
+        commands: mpsc::Sender<Command>,
+        offsets: watch::Receiver<OffsetsView>,
+        auth_refused: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            commands,
+            offsets,
+            auth_refused,
+        }
     }
 
     async fn snapshot(&self) -> Result<Snapshot, Status> {
@@ -97,6 +110,7 @@ impl Admin for AdminService {
             workers: s.workers.len() as u32,
             rebalances: c.rebalances,
             partitions,
+            auth_refused: self.auth_refused.load(Ordering::Relaxed),
         }))
     }
 }

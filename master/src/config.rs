@@ -1,6 +1,7 @@
 //! The master's command line; every flag also reads an environment variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -80,6 +81,47 @@ pub struct Config {
     /// not given.
     #[arg(long, env = "MASTER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Largest gRPC message the master accepts, in bytes; a worker's batch
+    /// over it breaks its session with `out_of_range`. Must hold one invalid
+    /// record whole (the worker carries up to 16 MiB of it).
+    #[arg(long, env = "MASTER_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(64 * 1024..))]
+    pub max_message_bytes: u32,
+
+    /// Most workers connected at once; one more is refused with
+    /// `resource_exhausted` (and retries). Default: no limit.
+    #[arg(long, env = "MASTER_MAX_WORKERS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_workers: Option<u32>,
+
+    /// The master's TLS certificate (PEM, may include the chain). With
+    /// `--tls-key` and `--tls-ca` the master speaks only TLS and the
+    /// Coordinator service accepts only workers whose client certificate the
+    /// CA signed. Without them, plaintext (local use).
+    #[arg(long, env = "MASTER_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "MASTER_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The CA that signs the workers' client certificates (PEM).
+    #[arg(long, env = "MASTER_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// A file holding the shared worker token: the Coordinator service then
+    /// refuses a worker that does not present it (worker `--token-file`).
+    /// For plaintext deployments; with TLS it is an extra check.
+    #[arg(long, env = "MASTER_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// The master's TLS files, all three given.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// How notifications are written on stdout.
@@ -102,8 +144,26 @@ impl Config {
         }
     }
 
+    /// The TLS files, when TLS is on. Errors when only some are given.
+    pub fn tls(&self) -> Result<Option<TlsFiles>, String> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })),
+            _ => Err(
+                "TLS needs all of --tls-cert, --tls-key and --tls-ca (MASTER_TLS_CERT, \
+                      MASTER_TLS_KEY, MASTER_TLS_CA), or none of them for plaintext"
+                    .into(),
+            ),
+        }
+    }
+
     /// Checks what clap cannot check flag by flag.
     pub fn validate(&self) -> Result<(), String> {
+        self.tls()?;
         let positive = [
             ("--heartbeat-interval", self.heartbeat_interval),
             ("--heartbeat-timeout", self.heartbeat_timeout),
@@ -166,6 +226,9 @@ mod tests {
         assert_eq!(c.metadata_interval, Duration::from_secs(5));
         assert_eq!(c.max_batch_records, 500);
         assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.max_message_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.max_workers, None);
+        assert!(c.tls().unwrap().is_none() && c.token_file.is_none());
         c.validate().unwrap();
     }
 
@@ -182,11 +245,15 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("--heartbeat-timeout"));
         assert!(Config::try_parse_from(["master", "--max-batch-records", "0"]).is_err());
         assert!(Config::try_parse_from(["master", "--notify-format", "xml"]).is_err());
+        assert!(Config::try_parse_from(["master", "--max-workers", "0"]).is_err());
+        assert!(Config::try_parse_from(["master", "--max-message-bytes", "1000"]).is_err());
         for args in [
             &["master", "--notifications-topic", "DataTopic"][..],
             &["master", "--notifications-topic", "DataTopic.DLQ"],
             &["master", "--notifications-topic", " "],
             &["master", "--transactional-id", ""],
+            &["master", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            &["master", "--tls-ca", "ca.pem"],
         ] {
             let c = Config::try_parse_from(args).unwrap();
             assert!(c.validate().is_err(), "{args:?} accepted");

@@ -40,6 +40,8 @@ pub struct Settings {
     pub heartbeat_timeout: Duration,
     pub revoke_timeout: Duration,
     pub max_batch_records: u32,
+    /// Most workers at once (`--max-workers`); `None`: no limit.
+    pub max_workers: Option<usize>,
 }
 
 /// What a worker says in `hello`, plus where it connects from.
@@ -288,6 +290,14 @@ impl Coordinator {
                 peer: old.peer.clone(),
                 timeout: self.settings.heartbeat_timeout,
             });
+        }
+        if let Some(max) = self.settings.max_workers {
+            if self.workers.len() >= max {
+                return Err(Error::TooManyWorkers {
+                    worker: id.to_string(),
+                    max,
+                });
+            }
         }
         let session = self.next_session;
         self.next_session += 1;
@@ -799,6 +809,7 @@ mod tests {
             heartbeat_timeout: HB_TIMEOUT,
             revoke_timeout: Duration::from_secs(30),
             max_batch_records: 500,
+            max_workers: None,
         }
     }
 
@@ -949,6 +960,43 @@ mod tests {
         // Once the old session is gone, the id is free again.
         c.message(a, WorkerMsg::Leave(vec![]));
         join(&mut c, "a");
+    }
+
+    #[test]
+    fn a_worker_over_max_workers_is_refused_until_one_leaves() {
+        let mut c = Coordinator::new(
+            Settings {
+                max_workers: Some(2),
+                ..settings()
+            },
+            (0..4).map(|p| (p, 0)).collect(),
+        );
+        let (a, _) = join(&mut c, "a");
+        join(&mut c, "b");
+        let refused = c.hello(Hello {
+            worker_id: "c".into(),
+            ..Hello::default()
+        });
+        let Err(e) = refused else {
+            panic!("a third worker was accepted")
+        };
+        assert_eq!(
+            e,
+            Error::TooManyWorkers {
+                worker: "c".into(),
+                max: 2
+            }
+        );
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("--max-workers 2"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(c.snapshot().workers.len(), 2);
+        c.message(a, WorkerMsg::Leave(vec![]));
+        join(&mut c, "c");
     }
 
     #[test]

@@ -28,12 +28,24 @@ pub enum Error {
         peer: String,
         timeout: Duration,
     },
+    /// `--max-workers` workers are already connected.
+    #[error(
+        "worker {worker} refused: the master already has its maximum of workers \
+         (--max-workers {max}); retry later, or raise MASTER_MAX_WORKERS"
+    )]
+    TooManyWorkers { worker: String, max: usize },
     /// A message that names a different worker than its session's.
     #[error("message from worker {got} on the session of worker {session}")]
     WrongWorker { got: String, session: String },
     /// A message that breaks the protocol (see coordinator.proto).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A message over `--max-message-bytes`.
+    #[error(
+        "{0}; the master's --max-message-bytes (MASTER_MAX_MESSAGE_BYTES) limits a message, \
+         keep the worker's --max-message-bytes at or under it"
+    )]
+    TooLarge(String),
     /// The worker missed its heartbeats.
     #[error("no message from worker {worker} for {silent:?} (heartbeat timeout {timeout:?}); its partitions were reassigned")]
     HeartbeatTimeout {
@@ -68,8 +80,10 @@ impl From<Error> for tonic::Status {
             | Error::WrongWorker { .. }
             | Error::InvalidArgument(_) => tonic::Status::invalid_argument(message),
             Error::HelloTimeout(_) => tonic::Status::deadline_exceeded(message),
+            Error::TooLarge(_) => tonic::Status::out_of_range(message),
             Error::DuplicateHello => tonic::Status::failed_precondition(message),
             Error::DuplicateWorker { .. } => tonic::Status::already_exists(message),
+            Error::TooManyWorkers { .. } => tonic::Status::resource_exhausted(message),
             Error::HeartbeatTimeout { .. } | Error::RevokeTimeout { .. } | Error::SlowReader(_) => {
                 tonic::Status::aborted(message)
             }

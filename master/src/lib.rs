@@ -10,6 +10,8 @@
 //!   counters), as a plain struct returning effects.
 //! - [`actor`]: the task that owns the coordinator, fed by a bounded channel.
 //! - [`service`]: the `Coordinator` gRPC service workers call (an adapter).
+//! - [`auth`]: who may call it (client certificate, shared token).
+//! - [`tls`]: the TLS listener (mutual TLS; refused certificates counted).
 //! - [`admin`]: the `Admin` gRPC service operators call (an adapter).
 //! - [`notifier`]: the console output (text or JSON lines on stdout), a view.
 //! - [`output`]: the transactional producer: notifications topic, dead
@@ -26,6 +28,7 @@
 pub mod actor;
 pub mod admin;
 pub mod assignment;
+pub mod auth;
 pub mod config;
 pub mod coordinator;
 pub mod error;
@@ -35,6 +38,7 @@ pub mod notifier;
 pub mod offsets;
 pub mod output;
 pub mod service;
+pub mod tls;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -47,6 +51,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
 
 use config::Config;
@@ -58,9 +63,6 @@ use output::{Output, Rewind, Topics};
 /// after shutdown starts, before they are cut.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Largest message a worker may send. A batch holds about 1 MiB of results
-/// at most, but one invalid record travels whole, alone in its batch.
-const MAX_WORKER_MESSAGE: usize = 64 * 1024 * 1024;
 /// HTTP/2 flow-control window of each worker stream and connection.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 
@@ -91,6 +93,8 @@ pub async fn serve_to<W: Write + Send + 'static>(
     output: W,
 ) -> anyhow::Result<()> {
     config.validate().map_err(|e| anyhow!(e))?;
+    // Before Kafka: a wrong file is reported at once.
+    let security = auth::Security::load(&config)?;
     let http_listener = match config.metrics_listen {
         Some(addr) => Some(common::http::bind(addr).await?),
         None => None,
@@ -170,6 +174,7 @@ pub async fn serve_to<W: Write + Send + 'static>(
             heartbeat_timeout: config.heartbeat_timeout,
             revoke_timeout: config.revoke_timeout,
             max_batch_records: config.max_batch_records,
+            max_workers: config.max_workers.map(|n| n as usize),
         },
         starts.iter().map(|s| (s.partition, s.position)).collect(),
     );
@@ -258,7 +263,7 @@ pub async fn serve_to<W: Write + Send + 'static>(
         })
     });
 
-    let served = grpc(&config, listener, commands, view_rx, stop.clone()).await;
+    let served = grpc(&config, security, listener, commands, view_rx, stop.clone()).await;
     // Whatever ended the server, everything else stops too.
     stop.cancel();
     let http_result = match http {
@@ -282,24 +287,56 @@ pub async fn serve_to<W: Write + Send + 'static>(
     Ok(())
 }
 
+/// Warns when anyone who can reach the port could act as a worker.
+fn warn_if_open(addr: std::net::SocketAddr, tls: bool, token: bool) {
+    if tls || addr.ip().is_loopback() {
+        return;
+    }
+    if token {
+        warn!(listen = %addr, "listening in PLAINTEXT on a non-loopback address: the worker token and \
+              every purchase travel unencrypted; give --tls-cert, --tls-key and --tls-ca");
+    } else {
+        warn!(listen = %addr, "listening in PLAINTEXT on a non-loopback address with no worker \
+              authentication: anyone who reaches this port can act as a worker; give \
+              --tls-cert, --tls-key and --tls-ca (or at least --token-file)");
+    }
+}
+
 /// Builds the gRPC server (Coordinator, Admin, health, reflection v1 and
 /// v1alpha) and serves until `shutdown`, waiting at most [`DRAIN_TIMEOUT`]
 /// for open streams.
 async fn grpc(
     config: &Config,
+    security: auth::Security,
     listener: TcpListener,
     commands: mpsc::Sender<actor::Command>,
     offsets: watch::Receiver<OffsetsView>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let coordinator = CoordinatorServer::new(service::CoordinatorService::new(
-        commands.clone(),
-        config.heartbeat_timeout,
-        config.max_batch_records,
-        shutdown.clone(),
-    ))
-    .max_decoding_message_size(MAX_WORKER_MESSAGE);
-    let admin = AdminServer::new(admin::AdminService::new(commands, offsets));
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    let auth::Security { tls, auth } = security;
+    warn_if_open(addr, tls.is_some(), auth.has_token());
+    let auth_refused = auth.refused();
+    let refused_handshakes = auth.refused();
+    // A batch holds about 1 MiB of results at most, but one invalid record
+    // travels whole, alone in its batch.
+    let max_message = config.max_message_bytes as usize;
+    let coordinator = InterceptedService::new(
+        CoordinatorServer::new(service::CoordinatorService::new(
+            commands.clone(),
+            config.heartbeat_timeout,
+            config.max_batch_records,
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message),
+        auth,
+    );
+    let admin = AdminServer::new(admin::AdminService::new(commands, offsets, auth_refused))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -323,20 +360,9 @@ async fn grpc(
         .build_v1alpha()
         .context("building the reflection service")?;
 
-    let addr = listener
-        .local_addr()
-        .context("reading the listening address")?;
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(c) = &conn {
-            // Assignments and revocations are small and urgent.
-            let _ = c.set_nodelay(true);
-        }
-        conn
-    });
-    info!(listen = %addr, topic = %config.kafka.topic, group = %config.group, "master serving");
+    info!(listen = %addr, tls = tls.is_some(), topic = %config.kafka.topic, group = %config.group, "master serving");
 
-    let stop = shutdown.clone();
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         // HTTP/2's default 64 KiB windows hold a worker to one round trip
         // per 64 KiB of results; a few MiB per stream keep it streaming,
         // and still bound what the master buffers per worker.
@@ -346,9 +372,25 @@ async fn grpc(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(coordinator)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
-    let mut server = tokio::spawn(server);
+        .add_service(admin);
+    let stop = shutdown.clone();
+    let stopped = async move { stop.cancelled().await };
+    let mut server = match tls {
+        Some(tls) => {
+            let incoming = tls::incoming(listener, tls, refused_handshakes, shutdown.clone());
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+        None => {
+            let incoming = TcpListenerStream::new(listener).map(|conn| {
+                if let Ok(c) = &conn {
+                    // Assignments and revocations are small and urgent.
+                    let _ = c.set_nodelay(true);
+                }
+                conn
+            });
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
 
     tokio::select! {
         done = &mut server => return done.context("gRPC server task")?.context("gRPC server"),

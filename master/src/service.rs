@@ -160,6 +160,12 @@ async fn read_session(r: Reader, mut stream: Streaming<pb::SessionRequest>) {
                 session,
                 reason: "stream closed by the worker".into(),
             },
+            // Over --max-message-bytes: said to the worker, not just dropped.
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                let error = Error::TooLarge(status.message().to_owned());
+                warn!(%error, "message refused");
+                Command::Failed { session, error }
+            }
             Err(status) => Command::Closed {
                 session,
                 reason: format!("stream broke: {}", status.message()),

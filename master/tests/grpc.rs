@@ -31,6 +31,17 @@ fn heartbeat(progress: &[(i32, u64, i64)]) -> Body {
     })
 }
 
+/// The status that ends `w`'s session, skipping assignment changes.
+async fn session_error(w: &mut FakeWorker) -> tonic::Status {
+    loop {
+        match w.next().await {
+            Err(status) => return status,
+            Ok(Some(session_response::Body::Revoke(_) | session_response::Body::Assign(_))) => {}
+            Ok(other) => panic!("expected an error, got {other:?}"),
+        }
+    }
+}
+
 async fn stats(m: &Master) -> pb::GetStatsResponse {
     m.admin()
         .await
@@ -550,13 +561,7 @@ async fn protocol_violations_are_refused_with_the_right_code() {
             .collect(),
     )
     .await;
-    let err = loop {
-        match w.next().await {
-            Err(status) => break status,
-            Ok(Some(session_response::Body::Revoke(_) | session_response::Body::Assign(_))) => {}
-            Ok(other) => panic!("expected an error, got {other:?}"),
-        }
-    };
+    let err = session_error(&mut w).await;
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     assert!(err.message().contains("at most 500"), "{err}");
     assert_eq!(stats(&m).await.records_processed, 0);
@@ -943,5 +948,36 @@ async fn an_aborted_transaction_rewinds_to_the_committed_offsets_and_loses_nothi
     assert_eq!(s.stale_batches_rejected, 1);
     let printed = m.output.lines().len();
     assert_eq!(printed, 1 + 2 * (1 + rewinds), "{:#?}", m.output.lines());
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_max_message_bytes_ends_the_session_and_nothing_is_notified() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-size");
+    let group = unique("master-grpc-size-group");
+    let config = config(
+        &bootstrap,
+        &topic,
+        &group,
+        &["--max-message-bytes", "65536"],
+    );
+    topic_with_records(&config, 1, 0).await;
+    let m = Master::start(config).await;
+
+    let mut w = FakeWorker::connect(&m.url(), "big").await.unwrap();
+    let a = w.assigns(1).await;
+    let mut huge = result(0, pb::Outcome::Invalid);
+    huge.value = Some(vec![b'x'; 100_000]);
+    w.results(0, a[&0].generation, vec![huge]).await;
+    let err = session_error(&mut w).await;
+    eprintln!("over --max-message-bytes: {err}");
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+    assert!(
+        err.message().contains("65536") && err.message().contains("--max-message-bytes"),
+        "{err}"
+    );
+    let s = stats(&m).await;
+    assert_eq!((s.records_processed, s.invalid), (0, 0));
     m.stop().await;
 }

@@ -6,7 +6,8 @@
 //!   (fails loudly when it is absent) and fresh names; also used by the
 //!   other crates' Kafka tests.
 //! - [`Proc`]: a child process, killed on drop, output captured to files.
-//! - [`Pipeline`]: a master and its workers on a fresh topic and group.
+//! - [`Pipeline`]: a master and its workers on a fresh topic and group;
+//!   [`Security`]: TLS, tokens and Kafka credentials for its processes.
 //! - [`read_topic`], [`read_notifications`], [`committed_offsets`],
 //!   [`end_offsets`]: an independent view of Kafka (read_committed, as a
 //!   downstream consumer reads), sharing no code with the system under test.
@@ -30,11 +31,15 @@ use std::time::{Duration, Instant};
 
 use common::classify::{classify, Classification, Rules};
 use common::pb::admin_client::AdminClient;
-use common::pb::{GetStatsRequest, GetStatsResponse, ListAssignmentsRequest, PartitionAssignment};
+use common::pb::{
+    GetStatsRequest, GetStatsResponse, ListAssignmentsRequest, ListWorkersRequest,
+    PartitionAssignment,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// The test cluster's ports (deploy/local/test.sh starts it on these).
 pub const DEFAULT_TEST_BOOTSTRAP: &str = "127.0.0.1:27092,127.0.0.1:27093,127.0.0.1:27094";
@@ -126,6 +131,38 @@ impl Cluster {
             .unwrap();
         rt.block_on(common::kafka::ensure_topic(&args, topic, partitions))
             .expect("creating the test topic");
+        self.wait_until_every_broker_knows(topic, partitions);
+    }
+
+    /// Creation is visible broker by broker; a process that asks another
+    /// broker right away (a broker restarted by a previous test lags) would
+    /// find no topic. Asks each bootstrap broker first-hand.
+    fn wait_until_every_broker_knows(&self, topic: &str, partitions: i32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for broker in self.bootstrap.split(',') {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", broker)
+                .create()
+                .expect("metadata client");
+            loop {
+                let known = consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+                    .ok()
+                    .and_then(|md| {
+                        let t = md.topics().iter().find(|t| t.name() == topic)?;
+                        (t.error().is_none() && t.partitions().len() == partitions as usize)
+                            .then_some(())
+                    });
+                if known.is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "broker {broker} does not know {topic} after 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 
     fn kafka_args(&self, topic: &str) -> common::cli::KafkaArgs {
@@ -133,6 +170,7 @@ impl Cluster {
             bootstrap_servers: self.bootstrap.clone(),
             topic: topic.into(),
             options: vec![],
+            kafka_options_file: None,
             connect_timeout: Duration::from_secs(15),
         }
     }
@@ -186,6 +224,65 @@ pub fn out_dir(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The repository's root (scripts live under `deploy/local/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_owned()
+}
+
+/// Throw-away certificates made by `deploy/local/certs.sh` in `dir/certs`.
+pub fn make_certs(dir: &Path) -> PathBuf {
+    let certs = dir.join("certs");
+    run_ok(
+        Command::new(repo_root().join("deploy/local/certs.sh")).arg(&certs),
+        "deploy/local/certs.sh",
+    );
+    certs
+}
+
+/// Runs `command` to completion; panics with its stderr unless it succeeds.
+pub fn run_ok(command: &mut Command, what: &str) -> std::process::Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Panics if any file in `dir` (every process's captured stdout and
+/// stderr) contains one of `secrets`.
+pub fn assert_no_secret_in_logs(dir: &Path, secrets: &[&str]) {
+    let mut read = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.is_file()
+            || !matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("stdout" | "stderr")
+            )
+        {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        for secret in secrets {
+            assert!(!secret.is_empty());
+            assert!(
+                !text.contains(secret),
+                "a secret appears in {}",
+                path.display()
+            );
+        }
+        read += 1;
+    }
+    assert!(read > 0, "no process output in {}", dir.display());
 }
 
 /// A child process whose stdout and stderr go to files; killed on drop.
@@ -272,9 +369,27 @@ impl Drop for Proc {
     }
 }
 
+/// What the processes of a [`Pipeline`] get beyond the defaults: how they
+/// reach Kafka (a SASL_SSL listener and its credentials) and each other
+/// (TLS, tokens). The harness's own view of Kafka stays on `cluster`.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Bootstrap servers for the processes instead of the cluster's.
+    pub bootstrap: Option<String>,
+    /// Extra arguments of every process, e.g. `--kafka-options-file`.
+    pub kafka_args: Vec<String>,
+    /// Extra arguments of the master, e.g. `--tls-cert`.
+    pub master_args: Vec<String>,
+    /// Extra arguments of every worker started by [`Pipeline::start_worker`].
+    pub worker_args: Vec<String>,
+    /// The CA of the master's certificate: the master is reached over https.
+    pub master_ca: Option<PathBuf>,
+}
+
 /// A master (JSON notifications) and workers on a fresh topic and group.
 pub struct Pipeline {
     pub cluster: Cluster,
+    pub security: Security,
     pub topic: String,
     pub group: String,
     /// The master's `--notifications-topic`: `<topic>.notifications`.
@@ -297,16 +412,31 @@ pub struct Pipeline {
 impl Pipeline {
     /// Creates the topic (6 partitions) and starts the master.
     pub fn start(test: &str, partitions: i32) -> Self {
-        Self::start_with_master_env(test, partitions, &[])
+        Self::start_with(test, partitions, Cluster::get(), Security::default())
     }
 
     /// [`Pipeline::start`], the master with extra environment variables.
     pub fn start_with_master_env(test: &str, partitions: i32, env: &[(&str, &str)]) -> Self {
-        let cluster = Cluster::get();
+        Self::build(test, partitions, Cluster::get(), Security::default(), env)
+    }
+
+    /// As [`Self::start`], on `cluster`, with `security` for the processes.
+    pub fn start_with(test: &str, partitions: i32, cluster: Cluster, security: Security) -> Self {
+        Self::build(test, partitions, cluster, security, &[])
+    }
+
+    fn build(
+        test: &str,
+        partitions: i32,
+        cluster: Cluster,
+        security: Security,
+        env: &[(&str, &str)],
+    ) -> Self {
         let topic = unique(test);
         cluster.create_topic(&topic, partitions);
         let mut p = Self {
             cluster,
+            security,
             group: format!("{topic}-group"),
             notifications_topic: format!("{topic}.notifications"),
             topic,
@@ -328,16 +458,49 @@ impl Pipeline {
     }
 
     pub fn master_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.security.master_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The bootstrap servers the processes use.
+    pub fn process_bootstrap(&self) -> &str {
+        self.security
+            .bootstrap
+            .as_deref()
+            .unwrap_or(&self.cluster.bootstrap)
+    }
+
+    /// `--bootstrap-servers` and the extra Kafka arguments of every process.
+    fn kafka_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--bootstrap-servers".to_owned(),
+            self.process_bootstrap().to_owned(),
+        ];
+        args.extend(self.security.kafka_args.iter().cloned());
+        args
+    }
+
+    /// A client of the master's Admin service (over TLS when the master
+    /// speaks it; no client certificate needed).
+    pub async fn admin(&self) -> Result<AdminClient<Channel>, tonic::transport::Error> {
+        let mut endpoint = Endpoint::from_shared(self.master_url())?;
+        if let Some(ca) = &self.security.master_ca {
+            let ca = std::fs::read(ca).expect("reading the master's CA");
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?;
+        }
+        Ok(AdminClient::new(endpoint.connect().await?))
     }
 
     pub fn start_master(&mut self) {
         self.master_runs += 1;
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--listen",
             &format!("127.0.0.1:{}", self.port),
-            "--bootstrap-servers",
-            &self.cluster.bootstrap,
             "--topic",
             &self.topic,
             "--group",
@@ -353,6 +516,8 @@ impl Pipeline {
         ]
         .map(String::from)
         .to_vec();
+        args.extend(self.kafka_args());
+        args.extend(self.security.master_args.iter().cloned());
         let name = format!("master-{}", self.master_runs);
         let proc = Proc::spawn_with_env(&name, &self.dir, &bin("master"), &args, &self.master_env);
         self.master_outputs.push(proc.stdout.clone());
@@ -363,7 +528,7 @@ impl Pipeline {
     fn wait_for_master(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if block_on(AdminClient::connect(self.master_url())).is_ok() {
+            if block_on(self.admin()).is_ok() {
                 return;
             }
             let m = self.master.as_mut().unwrap();
@@ -374,21 +539,27 @@ impl Pipeline {
     }
 
     pub fn start_worker(&mut self, id: &str) {
+        let args = self.security.worker_args.clone();
+        self.start_worker_with(id, &args);
+    }
+
+    /// Starts a worker with `extra` arguments instead of the pipeline's
+    /// worker arguments (an intruder, a misconfigured worker); a `--master`
+    /// among them replaces the master's address.
+    pub fn start_worker_with(&mut self, id: &str, extra: &[String]) {
         let metrics_port = free_port();
         self.worker_metrics_ports
             .insert(id.to_owned(), metrics_port);
-        let args: Vec<String> = [
-            "--master",
-            &self.master_url(),
-            "--id",
-            id,
-            "--bootstrap-servers",
-            &self.cluster.bootstrap,
-            "--metrics-listen",
-            &format!("127.0.0.1:{metrics_port}"),
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut args: Vec<String> = vec!["--id".into(), id.into()];
+        if !extra.iter().any(|a| a == "--master") {
+            args.extend(["--master".into(), self.master_url()]);
+        }
+        args.extend(self.kafka_args());
+        args.extend([
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ]);
+        args.extend(extra.iter().cloned());
         self.workers
             .push(Proc::spawn(id, &self.dir, &bin("worker"), &args));
     }
@@ -399,13 +570,10 @@ impl Pipeline {
 
     /// Runs the producer to completion (it paces itself with `--rate`).
     pub fn produce(&self, count: u64, rate: u32, seed: u64) -> std::process::Output {
-        let out = Command::new(bin("producer"))
-            .args([
-                "--bootstrap-servers",
-                &self.cluster.bootstrap,
-                "--topic",
-                &self.topic,
-            ])
+        let mut command = Command::new(bin("producer"));
+        command
+            .args(self.kafka_args())
+            .args(["--topic", &self.topic])
             .args(["--count", &count.to_string(), "--rate", &rate.to_string()])
             .args(["--seed", &seed.to_string()])
             .args([
@@ -416,22 +584,13 @@ impl Pipeline {
                 "--invalid-ratio",
                 "0.02",
             ])
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("running the producer");
-        assert!(
-            out.status.success(),
-            "producer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+            .env("RUST_LOG", "warn");
+        run_ok(&mut command, "the producer")
     }
 
     /// Starts the producer in the background.
     pub fn produce_in_background(&self, count: u64, rate: u32, seed: u64) -> Proc {
-        let args: Vec<String> = [
-            "--bootstrap-servers",
-            &self.cluster.bootstrap,
+        let mut args: Vec<String> = [
             "--topic",
             &self.topic,
             "--count",
@@ -449,20 +608,34 @@ impl Pipeline {
         ]
         .map(String::from)
         .to_vec();
+        args.extend(self.kafka_args());
         Proc::spawn("producer", &self.dir, &bin("producer"), &args)
     }
 
     pub fn stats(&self) -> GetStatsResponse {
         block_on(async {
-            let mut c = AdminClient::connect(self.master_url()).await?;
+            let mut c = self.admin().await?;
             Ok::<_, Box<dyn std::error::Error>>(c.get_stats(GetStatsRequest {}).await?.into_inner())
         })
         .expect("GetStats")
     }
 
+    /// The ids of the workers the master has accepted.
+    pub fn worker_ids(&self) -> Vec<String> {
+        block_on(async {
+            let mut c = self.admin().await?;
+            let workers = c.list_workers(ListWorkersRequest {}).await?.into_inner();
+            Ok::<_, Box<dyn std::error::Error>>(workers.workers)
+        })
+        .expect("ListWorkers")
+        .into_iter()
+        .map(|w| w.worker_id)
+        .collect()
+    }
+
     pub fn assignments(&self) -> Vec<PartitionAssignment> {
         block_on(async {
-            let mut c = AdminClient::connect(self.master_url()).await?;
+            let mut c = self.admin().await?;
             Ok::<_, Box<dyn std::error::Error>>(
                 c.list_assignments(ListAssignmentsRequest {})
                     .await?

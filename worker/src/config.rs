@@ -1,5 +1,6 @@
 //! The worker's command line; every flag also reads an environment variable.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -19,8 +20,8 @@ pub struct Config {
     #[command(flatten)]
     pub log: LogArgs,
 
-    /// The master's gRPC address (`http://host:port`; a bare `host:port`
-    /// means http).
+    /// The master's gRPC address (`http://host:port`, or `https://host:port`
+    /// with `--tls-ca`; a bare `host:port` means http).
     #[arg(long, env = "WORKER_MASTER", default_value = "http://127.0.0.1:50051",
           value_parser = parse_master)]
     pub master: Uri,
@@ -49,9 +50,60 @@ pub struct Config {
     /// `0.0.0.0:9090`. Off when not given.
     #[arg(long, env = "WORKER_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Largest gRPC message the worker accepts from the master or sends to
+    /// it, in bytes. Keep it at or under the master's
+    /// `--max-message-bytes`: an invalid record travels whole to the master
+    /// (cut to fit this limit).
+    #[arg(long, env = "WORKER_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(64 * 1024..))]
+    pub max_message_bytes: u32,
+
+    /// The CA that signed the master's certificate (PEM); with it the worker
+    /// speaks TLS (`--master https://…`).
+    #[arg(long, env = "WORKER_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This worker's client certificate (PEM), signed by the CA the master
+    /// trusts (`--tls-ca` of the master): mutual TLS.
+    #[arg(long, env = "WORKER_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "WORKER_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A file holding the shared worker token the master's `--token-file`
+    /// requires; sent as `authorization` metadata.
+    #[arg(long, env = "WORKER_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Config {
+    /// Checks what clap cannot check flag by flag: TLS flags that go
+    /// together, and an `https` master exactly when there is a CA.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(
+                "--tls-cert and --tls-key (WORKER_TLS_CERT, WORKER_TLS_KEY) go together".into(),
+            );
+        }
+        let https = self.master.scheme_str() == Some("https");
+        match (https, self.tls_ca.is_some()) {
+            (true, false) => Err(format!(
+                "--master {} is https: give --tls-ca (WORKER_TLS_CA), the CA of the master's certificate",
+                self.master
+            )),
+            (false, true) => Err(format!(
+                "--tls-ca given but --master {} is not https://; write https://host:port",
+                self.master
+            )),
+            (false, false) if self.tls_cert.is_some() => Err(
+                "--tls-cert needs TLS: give --tls-ca and --master https://host:port".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// The classification rule's tunables.
     pub fn rules(&self) -> Rules {
         Rules {
@@ -61,7 +113,7 @@ impl Config {
     }
 }
 
-/// Parses the master's address; only plain-text HTTP/2 is built in.
+/// Parses the master's address: `http` (plaintext) or `https` (TLS).
 pub fn parse_master(s: &str) -> Result<Uri, String> {
     let s = s.trim();
     let with_scheme = if s.contains("://") {
@@ -73,11 +125,11 @@ pub fn parse_master(s: &str) -> Result<Uri, String> {
         .parse()
         .map_err(|e| format!("expected an address like http://master:50051, got '{s}': {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(format!(
-                "scheme '{other}' in '{s}' is not supported; use http://host:port"
-            ))
+            "scheme '{other}' in '{s}' is not supported; use http://host:port or https://host:port"
+        ))
         }
         None => {
             return Err(format!(
@@ -126,6 +178,28 @@ mod tests {
         assert_eq!(c.batch_linger, Duration::from_millis(5));
         assert_eq!(c.rules(), Rules::default());
         assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.max_message_bytes, 64 * 1024 * 1024);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        let check = |args: &[&[&str]]| {
+            let args = std::iter::once(&"worker").chain(args.iter().flat_map(|a| a.iter()));
+            Config::try_parse_from(args).unwrap().validate()
+        };
+        let https = &["--master", "https://m:1", "--tls-ca", "ca.pem"][..];
+        let (cert, key) = (&["--tls-cert", "c.pem"][..], &["--tls-key", "k.pem"][..]);
+        check(&[https]).unwrap();
+        check(&[https, cert, key]).unwrap();
+        for args in [
+            &[&["--master", "https://m:1"][..]][..],
+            &[&["--tls-ca", "ca.pem"]],
+            &[cert, key],
+            &[https, cert],
+        ] {
+            assert!(check(args).is_err(), "{args:?} accepted");
+        }
     }
 
     #[test]
@@ -154,7 +228,7 @@ mod tests {
     #[test]
     fn bad_values_are_rejected() {
         for args in [
-            ["worker", "--master", "https://m:1"],
+            ["worker", "--master", "ftp://m:1"],
             ["worker", "--master", "http://"],
             ["worker", "--id", "  "],
             ["worker", "--long-threshold-min", "0"],

@@ -30,6 +30,8 @@ use config::Config;
 /// error: the worker reconnects until shutdown. Errors are only for what
 /// retrying cannot fix at start (Kafka unreachable, bad client settings).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let credentials = session::Credentials::load(&config)?;
     let metrics = std::sync::Arc::new(metrics::Metrics::default());
     let http_stop = shutdown.child_token();
     // Stops the HTTP server however this function returns.
@@ -56,9 +58,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         master = %config.master,
         id = config.id.as_deref().unwrap_or("(from the master)"),
         bootstrap = config.kafka.bootstrap_servers,
+        tls = credentials.tls.is_some(),
+        client_certificate = config.tls_cert.is_some(),
+        token = credentials.token.is_some(),
         "worker starting"
     );
-    let ran = session::run(&config, &mut parts, &metrics, &shutdown).await;
+    let ran = session::run(&config, &credentials, &mut parts, &metrics, &shutdown).await;
     if let Some(http) = http {
         // Stop serving even when the session loop ended with an error.
         http_stop.cancel();

@@ -23,6 +23,7 @@ use common::pb::{
     Assign, Heartbeat, Hello, KafkaHeader, Leave, Outcome, PartitionProgress, PurchaseSummary,
     RecordResult, ResultBatch, Revoke, RevokeAck, SessionRequest, SessionResponse, Welcome,
 };
+use common::security::Token;
 use futures::stream::StreamExt;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -32,7 +33,7 @@ use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::Streaming;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{debug, info, instrument, warn};
 
 use crate::backoff::Backoff;
@@ -85,9 +86,12 @@ pub enum Error {
     Kafka(#[from] KafkaError),
 }
 
-/// Connects and serves sessions until `shutdown`; every error is retried.
+/// Connects and serves sessions until `shutdown`; every error is retried,
+/// a refusal by the master too (it may be lifted: a worker leaves, a
+/// certificate is renewed), with the backoff and a warning each time.
 pub async fn run(
     config: &Config,
+    credentials: &Credentials,
     parts: &mut Partitions,
     metrics: &Metrics,
     shutdown: &CancellationToken,
@@ -95,7 +99,7 @@ pub async fn run(
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
     loop {
         let opened = tokio::select! {
-            opened = open(config) => opened,
+            opened = open(config, credentials) => opened,
             _ = shutdown.cancelled() => return Ok(()),
         };
         match opened {
@@ -129,6 +133,28 @@ pub async fn run(
                     continue;
                 }
             }
+            Err(Error::Refused(status)) if is_refusal(status.code()) => {
+                warn!(
+                    code = ?status.code(),
+                    reason = status.message(),
+                    retry_in = ?backoff.peek(),
+                    "the master refused this worker; retrying"
+                );
+            }
+            Err(Error::Refused(status))
+                if credentials.tls.is_some() && status.code() == tonic::Code::Cancelled =>
+            {
+                // TLS 1.3: the client's side of the handshake is over before
+                // the master checks the client certificate, so a refused
+                // certificate shows up as a connection closed at once.
+                warn!(
+                    error = %status.message(),
+                    retry_in = ?backoff.peek(),
+                    "the master closed the connection during the session's start: is this \
+                     worker's certificate (--tls-cert) signed by the CA the master trusts \
+                     (its --tls-ca)? retrying"
+                );
+            }
             Err(e) => {
                 inc(&metrics.connect_failures);
                 // Quiet while the master may just be starting; louder once
@@ -148,6 +174,15 @@ pub async fn run(
     }
 }
 
+/// Statuses by which the master refuses a worker (rather than failing).
+fn is_refusal(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unauthenticated | PermissionDenied | ResourceExhausted | AlreadyExists
+    )
+}
+
 /// An open stream whose `welcome` has arrived.
 struct Opened {
     tx: mpsc::Sender<SessionRequest>,
@@ -155,10 +190,41 @@ struct Opened {
     welcome: Welcome,
 }
 
+/// How the worker reaches the master: TLS settings and the token, read
+/// from their files once at start.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub tls: Option<ClientTlsConfig>,
+    pub token: Option<Token>,
+}
+
+impl Credentials {
+    /// Reads the files `config` names.
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        let tls = match &config.tls_ca {
+            None => None,
+            Some(ca) => {
+                let pair = config.tls_cert.as_deref().zip(config.tls_key.as_deref());
+                Some(common::security::client_tls(ca, pair)?)
+            }
+        };
+        let token = Token::from_optional_file(config.token_file.as_deref())?;
+        Ok(Self { tls, token })
+    }
+}
+
 /// Connects, sends `hello` and waits for `welcome`.
-async fn open(config: &Config) -> Result<Opened, Error> {
+async fn open(config: &Config, credentials: &Credentials) -> Result<Opened, Error> {
     let url = config.master.to_string();
-    let channel = Endpoint::from(config.master.clone())
+    let connect_error = |e: tonic::transport::Error| Error::Connect {
+        url: url.clone(),
+        cause: error_chain(&e),
+    };
+    let mut endpoint = Endpoint::from(config.master.clone());
+    if let Some(tls) = &credentials.tls {
+        endpoint = endpoint.tls_config(tls.clone()).map_err(connect_error)?;
+    }
+    let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -166,10 +232,7 @@ async fn open(config: &Config) -> Result<Opened, Error> {
         .keep_alive_while_idle(true)
         .connect()
         .await
-        .map_err(|e| Error::Connect {
-            url,
-            cause: error_chain(&e),
-        })?;
+        .map_err(connect_error)?;
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
     let hello = SessionRequest {
         worker_id: config.id.clone().unwrap_or_default(),
@@ -181,8 +244,17 @@ async fn open(config: &Config) -> Result<Opened, Error> {
     };
     tx.try_send(hello)
         .expect("a new channel has room for hello");
+    let max_message = config.max_message_bytes as usize;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = &credentials.token {
+        request
+            .metadata_mut()
+            .insert(common::security::TOKEN_METADATA, token.metadata());
+    }
     let mut responses = CoordinatorClient::new(channel)
-        .session(ReceiverStream::new(rx))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message)
+        .session(request)
         .await
         .map_err(Error::Refused)?
         .into_inner();
@@ -243,6 +315,7 @@ async fn serve(
         generation: 0,
         topic,
         rules: config.rules(),
+        max_carried: max_carried(config.max_message_bytes as usize),
         parts,
         metrics,
         batcher: Batcher::new(max_batch, MAX_BATCH_BYTES, config.batch_linger),
@@ -328,6 +401,8 @@ struct Session<'a> {
     /// Topic of assignments that name none.
     topic: String,
     rules: Rules,
+    /// Most bytes of an invalid record's value sent to the master.
+    max_carried: usize,
     parts: &'a mut Partitions,
     metrics: &'a Metrics,
     batcher: Batcher,
@@ -513,7 +588,7 @@ impl Session<'_> {
                 result.outcome = Outcome::Invalid as i32;
                 result.invalid_code = reason.code().to_owned();
                 result.invalid_detail = reason.to_string();
-                carry(record, &mut result);
+                carry(record, &mut result, self.max_carried);
             }
         }
         // OUTCOMES is in the protocol's order, from NO_PURCHASE = 1.
@@ -635,20 +710,26 @@ impl Session<'_> {
     }
 }
 
+/// The most of an invalid record's value that fits in a message of
+/// `max_message` bytes beside its key, headers and batch framing.
+fn max_carried(max_message: usize) -> usize {
+    MAX_CARRIED_VALUE_BYTES.min(max_message / 2)
+}
+
 /// Puts an invalid record's key, value and headers in its result, for the
 /// master's dead letter; a Kafka null stays absent.
-fn carry(record: &BorrowedMessage<'_>, result: &mut RecordResult) {
+fn carry(record: &BorrowedMessage<'_>, result: &mut RecordResult, max: usize) {
     result.key = record.key().map(<[u8]>::to_vec);
     result.value = record.payload().map(|v| {
-        if v.len() > MAX_CARRIED_VALUE_BYTES {
+        if v.len() > max {
             warn!(
                 partition = record.partition(),
                 offset = record.offset(),
                 bytes = v.len(),
-                "invalid record's value cut to {MAX_CARRIED_VALUE_BYTES} bytes for the master"
+                "invalid record's value cut to {max} bytes for the master"
             );
         }
-        v[..v.len().min(MAX_CARRIED_VALUE_BYTES)].to_vec()
+        v[..v.len().min(max)].to_vec()
     });
     if let Some(headers) = record.headers() {
         result.headers = headers

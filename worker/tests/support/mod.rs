@@ -42,6 +42,7 @@ pub fn kafka_args(bootstrap: &str, topic: &str) -> KafkaArgs {
         bootstrap_servers: bootstrap.to_owned(),
         topic: topic.to_owned(),
         options: Vec::new(),
+        kafka_options_file: None,
         connect_timeout: Duration::from_secs(15),
     }
 }
