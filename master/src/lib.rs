@@ -216,7 +216,7 @@ pub async fn serve_to<W: Write + Send + 'static>(
     ));
 
     let (commands, commands_rx) = mpsc::channel(actor::COMMAND_CAPACITY);
-    let metrics = Arc::new(metrics::Metrics::default());
+    let metrics = Arc::new(metrics::Metrics::with_auth_refused(security.auth.refused()));
     let liveness_every = config
         .heartbeat_interval
         .min(config.heartbeat_timeout / 4)

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub notify_latency_ms: Histogram,
     /// Dead letters by reason code; locked once per batch holding any.
     invalid: Mutex<BTreeMap<String, u64>>,
+    /// Callers the Coordinator refused (shared with [`crate::auth`]).
+    pub auth_refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -38,11 +40,20 @@ impl Default for Metrics {
             batch_records: Histogram::new(BATCH_RECORDS_BOUNDS, 1.0),
             notify_latency_ms: Histogram::new(LATENCY_MS_BOUNDS, 0.001),
             invalid: Mutex::new(BTreeMap::new()),
+            auth_refused: Default::default(),
         }
     }
 }
 
 impl Metrics {
+    /// Metrics that report `refused` as the Coordinator's refusals.
+    pub fn with_auth_refused(refused: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self {
+            auth_refused: refused,
+            ..Self::default()
+        }
+    }
+
     /// Notifications accepted at `now_ms`: their latency.
     pub fn notified(&self, notifications: &[Notification], now_ms: i64) {
         for n in notifications {
@@ -162,6 +173,14 @@ pub fn render(snapshot: &Snapshot, offsets: &OffsetsView, metrics: &Metrics) -> 
         "counter",
         "Results for offsets already notified (re-delivered after a partition moved).",
         s.duplicates_suppressed,
+    );
+    e.single(
+        "cyberday_master_auth_refused_total",
+        "counter",
+        "Callers the Coordinator refused: no or a wrong client certificate or worker token.",
+        metrics
+            .auth_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
     );
     e.single(
         "cyberday_master_stale_batches_rejected_total",

@@ -122,6 +122,11 @@ fn over_mutual_tls_only_workers_signed_by_the_ca_get_partitions() {
     let stats = p.stats();
     // At least one of the rogue's handshakes and one no-certificate call.
     assert!(stats.auth_refused >= 2, "refusals counted: {stats:?}");
+    let scraped = Scrape::get(p.metrics_port);
+    assert!(
+        scraped.value("cyberday_master_auth_refused_total") >= 2.0,
+        "refusals on /metrics"
+    );
     for intruder in ["rogue", "no-cert", "plaintext"] {
         assert!(p.worker(intruder).is_running(), "{intruder} keeps retrying");
     }
