@@ -114,11 +114,6 @@ pub fn transactional_producer_config(args: &KafkaArgs, transactional_id: &str) -
     // Dead letters carry hostile records whole; the brokers' own limit is
     // what decides (the master truncates a dead letter they refuse).
     c.set("message.max.bytes", "16777216");
-    // Memory: records written but not yet acknowledged stay in the client's
-    // queue; bounded, a full queue holds the output thread back (and with
-    // it the coordinator and the workers) instead of growing the master.
-    c.set("queue.buffering.max.kbytes", "16384");
-    c.set("queue.buffering.max.messages", "50000");
     // Throughput: small batching delay and cheap compression.
     c.set("linger.ms", "5");
     c.set("compression.type", "lz4");
@@ -145,7 +140,9 @@ pub fn worker_consumer_config(args: &KafkaArgs) -> ClientConfig {
     // keep the workers busy while the master takes results at its pace
     // (HTTP/2 flow control stops the reading when it is slower).
     c.set("queued.max.messages.kbytes", "4096");
-    c.set("queued.min.messages", "10000");
+    // Past that bound librdkafka waits this long before fetching the
+    // partition again (1 s by default, which throttles a drain).
+    c.set("fetch.queue.backoff.ms", "10");
     apply_overrides(&mut c, args);
     c
 }
