@@ -54,7 +54,7 @@ use crate::offsets::OffsetsView;
 pub const QUEUE_CAPACITY: usize = 4096;
 /// Most bytes of records waiting in the queue into the output (see
 /// [`weight`]); the coordinator waits for room beyond that.
-pub const QUEUE_BYTES: usize = 32 * 1024 * 1024;
+pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Header with the reason's stable code, e.g. `bad_folio`.
 pub const HEADER_REASON: &str = "cyberday.reason";
