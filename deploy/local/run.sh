@@ -20,8 +20,10 @@ mkdir -p "$logs"
 started_kafka=0
 names=()
 pids=()
+stopping=0
 cleanup() {
   trap - INT TERM EXIT
+  stopping=1
   echo "run.sh: stopping" >&2
   # Producer first, then workers (they drain and leave), then the master (final commit).
   local i
@@ -76,6 +78,8 @@ set +e
 wait -n "${pids[@]}"
 status=$?
 set -e
+# Ctrl-C or SIGTERM: cleanup already stopped everything, on purpose.
+if ((stopping)); then exit 0; fi
 for i in "${!pids[@]}"; do
   if ! kill -0 "${pids[i]}" 2>/dev/null; then
     echo "run.sh: ${names[i]} exited (status $status); last lines of $logs/${names[i]}.log:" >&2
