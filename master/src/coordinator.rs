@@ -478,23 +478,19 @@ impl Coordinator {
             part.next_offset = committed.get(&partition).copied().unwrap_or(part.start);
             match &part.ownership {
                 Ownership::Assigned { owner, generation } => {
-                    let old = *generation;
-                    let generation = next_generation(&mut self.last_generation);
-                    let session = self.workers[owner].session;
-                    info!(worker = %owner, partition, old_generation = old, generation, start_offset = part.next_offset, "rewound: assigned again from the last committed offset");
-                    fx.messages.push((
+                    let (owner, old) = (owner.clone(), *generation);
+                    let session = self.workers[&owner].session;
+                    let topic = &self.settings.topic;
+                    let generation = grant(
+                        &mut fx,
+                        topic,
+                        &mut self.last_generation,
+                        partition,
+                        part,
+                        owner.clone(),
                         session,
-                        assign(
-                            &self.settings.topic,
-                            partition,
-                            part.next_offset,
-                            generation,
-                        ),
-                    ));
-                    part.ownership = Ownership::Assigned {
-                        owner: owner.clone(),
-                        generation,
-                    };
+                    );
+                    info!(worker = %owner, partition, old_generation = old, generation, start_offset = part.next_offset, "rewound: assigned again from the last committed offset");
                 }
                 Ownership::Revoking { .. } => part.ownership = Ownership::Unassigned,
                 Ownership::Unassigned => {}
@@ -737,22 +733,18 @@ impl Coordinator {
                 }
                 Ownership::Unassigned => {
                     let Some(owner) = want else { continue };
-                    let generation = next_generation(&mut self.last_generation);
                     let session = self.workers[owner].session;
-                    info!(worker = %owner, partition, generation, start_offset = part.next_offset, "assigned");
-                    fx.messages.push((
+                    let topic = &self.settings.topic;
+                    let generation = grant(
+                        fx,
+                        topic,
+                        &mut self.last_generation,
+                        partition,
+                        part,
+                        owner.clone(),
                         session,
-                        assign(
-                            &self.settings.topic,
-                            partition,
-                            part.next_offset,
-                            generation,
-                        ),
-                    ));
-                    part.ownership = Ownership::Assigned {
-                        owner: owner.clone(),
-                        generation,
-                    };
+                    );
+                    info!(worker = %owner, partition, generation, start_offset = part.next_offset, "assigned");
                     moved = true;
                 }
                 _ => {}
@@ -762,6 +754,27 @@ impl Coordinator {
             self.stats.rebalances += 1;
         }
     }
+}
+
+/// Hands `partition` to `owner` (its session `session`) under a fresh
+/// generation, from the partition's next offset: queues the `assign` and
+/// records the ownership; returns the generation.
+fn grant(
+    fx: &mut Effects,
+    topic: &str,
+    last_generation: &mut u64,
+    partition: i32,
+    part: &mut Partition,
+    owner: Arc<str>,
+    session: SessionId,
+) -> u64 {
+    let generation = next_generation(last_generation);
+    fx.messages.push((
+        session,
+        assign(topic, partition, part.next_offset, generation),
+    ));
+    part.ownership = Ownership::Assigned { owner, generation };
+    generation
 }
 
 /// The next generation after `last`: the wall-clock millisecond of the
