@@ -43,6 +43,10 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000")]
     pub rates: Vec<u32>,
 
+    /// Rates of the Kafka-alone phase (`floor`), events/s, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    pub floor_rates: Vec<u32>,
+
     /// How long the producer runs at each rate [full: 60s, quick: 10s].
     #[arg(long, value_parser = parse_duration)]
     pub phase_duration: Option<Duration>,
@@ -64,7 +68,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "ceiling,drain,latency,failover"
+        default_value = "ceiling,drain,latency,floor,failover"
     )]
     pub phases: Vec<Phase>,
 
@@ -117,6 +121,9 @@ pub enum Phase {
     Latency,
     /// SIGKILL of a worker until its partitions progress under the survivor.
     Failover,
+    /// Kafka alone: the producer at each `--floor-rates` rate and a bare
+    /// consumer tailing the topic, nothing else running.
+    Floor,
 }
 
 /// The settings in force after presets and flags.
@@ -128,6 +135,7 @@ pub struct Settings {
     pub partitions: i32,
     pub runs: usize,
     pub rates: Vec<u32>,
+    pub floor_rates: Vec<u32>,
     pub phase_secs: f64,
     pub latency_runs: usize,
     pub failover_runs: usize,
@@ -146,6 +154,7 @@ impl Args {
             partitions: self.partitions,
             runs: self.runs.unwrap_or(if q { 2 } else { 3 }).max(1),
             rates: self.rates.clone(),
+            floor_rates: self.floor_rates.clone(),
             phase_secs: self
                 .phase_duration
                 .unwrap_or(Duration::from_secs(if q { 10 } else { 60 }))

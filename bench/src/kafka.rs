@@ -47,6 +47,9 @@ fn client(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
+        // As the workers' consumers: no 500 ms pause of a partition after
+        // it was read to its end (see common::kafka::worker_consumer_config).
+        .set("fetch.error.backoff.ms", "20")
         .create()
         .context("creating a Kafka client")
 }

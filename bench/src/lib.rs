@@ -74,6 +74,7 @@ pub fn run(args: &Args) -> Result<Results> {
         notifications_topic: notifications_topic.clone(),
         broker_pids: args.broker_pids.clone(),
         keep_notifications: args.keep_notifications,
+        keep_topics: args.keep_topics,
     };
     tracing::info!(work_dir = %work_dir.display(), prefix, "benchmark starting");
 
@@ -92,6 +93,7 @@ pub fn run(args: &Args) -> Result<Results> {
         drain: vec![],
         latency: vec![],
         failover: None,
+        floor: vec![],
         ceiling_events_per_sec: None,
         drain_events_per_sec: None,
         drain_ratio: None,
@@ -147,6 +149,16 @@ pub fn run(args: &Args) -> Result<Results> {
             }
             if !runs.is_empty() {
                 r.latency.push(LatencyRate::new(rate, runs));
+            }
+        }
+    }
+    if args.runs_phase(Phase::Floor) {
+        for &rate in &settings.floor_rates {
+            for run in 1..=settings.latency_runs {
+                match bench.floor(rate, run) {
+                    Ok(f) => r.floor.push(f),
+                    Err(e) => fail(&mut r, format!("kafka alone {rate}/s run {run}"), e),
+                }
             }
         }
     }

@@ -31,6 +31,8 @@ pub struct Bench {
     pub notifications_topic: Option<String>,
     pub broker_pids: Vec<u32>,
     pub keep_notifications: bool,
+    /// Leave each run's topics in the cluster (deleted after the run).
+    pub keep_topics: bool,
 }
 
 /// The pre-filled topic the ceiling and the drain read.
@@ -88,6 +90,20 @@ pub struct LatencyRun {
     pub histogram: Option<Histogram<u64>>,
 }
 
+/// One run of Kafka alone at a fixed producer rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorRun {
+    pub topic: String,
+    pub rate: u32,
+    /// Produce → received by a bare consumer tailing the topic.
+    pub latency: Percentiles,
+    pub kept_rate: bool,
+    /// Records the tail consumer saw.
+    pub received: u64,
+    pub producer: ProducerReport,
+    pub broker_cpu_secs: Option<f64>,
+}
+
 /// The failover series.
 #[derive(Debug, Clone, Serialize)]
 pub struct FailoverRuns {
@@ -99,6 +115,33 @@ pub struct FailoverRuns {
     pub master: Usage,
     pub workers: Vec<Usage>,
     pub clean_exit: bool,
+}
+
+/// What [`Bench::load`] leaves running or measured.
+struct Load {
+    producer: ProducerReport,
+    tail: Tail,
+}
+
+/// The bare consumer tailing the measured topic, and the brokers' CPU time
+/// when it started.
+struct Tail {
+    handle: std::thread::JoinHandle<Result<Histogram<u64>>>,
+    stop: Arc<AtomicBool>,
+    cpu_before: Option<f64>,
+}
+
+impl Tail {
+    /// Stops the consumer: its latency histogram, and the brokers' CPU
+    /// seconds since it started.
+    fn finish(self, bench: &Bench) -> Result<(Histogram<u64>, Option<f64>)> {
+        let cpu = bench.broker_cpu().zip(self.cpu_before).map(|(a, b)| a - b);
+        self.stop.store(true, Ordering::Relaxed);
+        match self.handle.join() {
+            Ok(h) => Ok((h?, cpu)),
+            Err(_) => bail!("the tail consumer panicked"),
+        }
+    }
 }
 
 impl Bench {
@@ -123,6 +166,18 @@ impl Bench {
     }
 
     /// Writes `records` records into a fresh topic, as fast as the brokers take them.
+    /// Deletes a finished run's topic and its dead-letter topic, so every
+    /// run meets the same cluster: each partition left behind is one more
+    /// the followers fetch and the brokers track.
+    fn done_with(&self, topic: &str) {
+        if self.keep_topics {
+            return;
+        }
+        if let Err(e) = kafka::delete_topics(&self.settings.bootstrap_servers, topic) {
+            tracing::warn!(topic, error = %format!("{e:#}"), "could not delete a run's topics");
+        }
+    }
+
     pub fn fill(&self) -> Result<Filled> {
         let s = &self.settings;
         let topic = format!("{}-data", self.prefix);
@@ -248,31 +303,9 @@ impl Bench {
         p.start_worker("w2")?;
         p.wait_assigned(2, Duration::from_secs(60))?;
         let warm = self.warm_up(&mut p, &topic, &group)?;
-        let stop_tail = Arc::new(AtomicBool::new(false));
-        let tail = kafka::spawn_tail(
-            &s.bootstrap_servers,
-            &topic,
-            &warm,
-            &format!("{topic}-tail"),
-            stop_tail.clone(),
-        )?;
-        let cpu_before = self.broker_cpu();
-        let count = (f64::from(rate) * s.phase_secs).round() as u64;
-        tracing::info!(rate, secs = s.phase_secs, count, "latency phase");
-        let mut producer = pipeline::spawn_producer(
-            &self.bins,
-            &s.bootstrap_servers,
-            &p.setup.dir,
-            ProducerSpec {
-                name: "producer",
-                topic: &topic,
-                rate,
-                count: Some(count),
-                seed: s.seed + u64::from(rate) + run as u64,
-            },
-        )?;
-        let producer_timeout = Duration::from_secs_f64(s.phase_secs * 3.0 + 120.0);
-        let report = pipeline::finish_producer(&mut producer, producer_timeout)?;
+        let dir = p.setup.dir.clone();
+        let load = self.load(&dir, &topic, rate, run, &warm, "latency phase")?;
+        let report = load.producer;
         let produced_at = Instant::now();
         let end = kafka::end_offsets(&s.bootstrap_servers, &topic)?;
         let committed = CommittedReader::new(&s.bootstrap_servers, &topic, &group, &end)?;
@@ -286,13 +319,10 @@ impl Bench {
             std::thread::sleep(Duration::from_millis(50));
         }
         let (master, workers) = p.usage();
-        let broker_cpu_secs = self.broker_cpu().zip(cpu_before).map(|(a, b)| a - b);
-        stop_tail.store(true, Ordering::Relaxed);
-        let kafka_latency = match tail.join() {
-            Ok(h) => Percentiles::of(&h?),
-            Err(_) => bail!("the tail consumer panicked"),
-        };
+        let (h, broker_cpu_secs) = load.tail.finish(self)?;
+        let kafka_latency = Percentiles::of(&h);
         let clean_exit = p.stop();
+        self.done_with(&topic);
         let mut h = stats::latency_histogram();
         let (notifications, _) =
             self.count_notifications(&p.master.stdout, Some((&mut h, &warm)))?;
@@ -323,6 +353,46 @@ impl Bench {
             broker_cpu_secs,
             clean_exit,
             histogram: Some(h),
+        })
+    }
+
+    /// Kafka alone at `rate`: the producer and a bare consumer tailing the
+    /// topic, no pipeline running. The floor the latency phase sits on,
+    /// without the pipeline's processes competing for the cores.
+    pub fn floor(&self, rate: u32, run: usize) -> Result<FloorRun> {
+        let s = &self.settings;
+        let topic = format!("{}-floor{rate}-{run}", self.prefix);
+        kafka::create_topic(&s.bootstrap_servers, &topic, s.partitions)?;
+        let dir = self.work_dir.join(&topic);
+        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        // As in the latency phase, the measured records come after a
+        // warm-up: not the first moments of a topic created just now.
+        self.produce_warm_up(&dir, &topic)?;
+        let start = kafka::end_offsets(&s.bootstrap_servers, &topic)?;
+        let load = self.load(&dir, &topic, rate, run, &start, "kafka alone")?;
+        let report = load.producer;
+        // The last records' way to the tail.
+        std::thread::sleep(Duration::from_secs(2));
+        let (h, broker_cpu_secs) = load.tail.finish(self)?;
+        self.done_with(&topic);
+        let received = h.len();
+        let latency = Percentiles::of(&h);
+        tracing::info!(
+            rate,
+            p50 = latency.p50_ms,
+            p99 = latency.p99_ms,
+            max = latency.max_ms,
+            received,
+            "floor"
+        );
+        Ok(FloorRun {
+            topic,
+            rate,
+            latency,
+            kept_rate: report.secs <= s.phase_secs * 1.05 + 1.0,
+            received,
+            producer: report,
+            broker_cpu_secs,
         })
     }
 
@@ -387,15 +457,13 @@ impl Bench {
         })
     }
 
-    /// Warms the pipeline up before a latency run: 500 records at 500/s,
-    /// until the group has committed them, so the first transactions and
-    /// connections are not measured. Returns where the measured records start.
-    fn warm_up(&self, p: &mut Pipeline, topic: &str, group: &str) -> Result<Offsets> {
+    /// 500 records at 500/s into `topic`, waiting until they are confirmed.
+    fn produce_warm_up(&self, dir: &Path, topic: &str) -> Result<()> {
         let s = &self.settings;
         let mut producer = pipeline::spawn_producer(
             &self.bins,
             &s.bootstrap_servers,
-            &p.setup.dir,
+            dir,
             ProducerSpec {
                 name: "warm-up",
                 topic,
@@ -405,6 +473,60 @@ impl Bench {
             },
         )?;
         pipeline::finish_producer(&mut producer, Duration::from_secs(120))?;
+        Ok(())
+    }
+
+    /// The measured load of a latency or Kafka-alone run: a bare consumer
+    /// tailing `topic` from `start`, then the producer at `rate` for the
+    /// phase's duration, until it is done.
+    fn load(
+        &self,
+        dir: &Path,
+        topic: &str,
+        rate: u32,
+        run: usize,
+        start: &Offsets,
+        what: &str,
+    ) -> Result<Load> {
+        let s = &self.settings;
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = kafka::spawn_tail(
+            &s.bootstrap_servers,
+            topic,
+            start,
+            &format!("{topic}-tail"),
+            stop.clone(),
+        )?;
+        let tail = Tail {
+            handle,
+            stop,
+            cpu_before: self.broker_cpu(),
+        };
+        let count = (f64::from(rate) * s.phase_secs).round() as u64;
+        tracing::info!(rate, secs = s.phase_secs, count, "{what}");
+        let mut producer = pipeline::spawn_producer(
+            &self.bins,
+            &s.bootstrap_servers,
+            dir,
+            ProducerSpec {
+                name: "producer",
+                topic,
+                rate,
+                count: Some(count),
+                seed: s.seed + u64::from(rate) + run as u64,
+            },
+        )?;
+        let timeout = Duration::from_secs_f64(s.phase_secs * 3.0 + 120.0);
+        let producer = pipeline::finish_producer(&mut producer, timeout)?;
+        Ok(Load { producer, tail })
+    }
+
+    /// Warms the pipeline up before a latency run: 500 records at 500/s,
+    /// until the group has committed them, so the first transactions and
+    /// connections are not measured. Returns where the measured records start.
+    fn warm_up(&self, p: &mut Pipeline, topic: &str, group: &str) -> Result<Offsets> {
+        let s = &self.settings;
+        self.produce_warm_up(&p.setup.dir, topic)?;
         let end = kafka::end_offsets(&s.bootstrap_servers, topic)?;
         let committed = CommittedReader::new(&s.bootstrap_servers, topic, group, &end)?;
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::kafka::CeilingRun;
-use crate::phases::{DrainRun, FailoverRuns, Filled, LatencyRun};
+use crate::phases::{DrainRun, FailoverRuns, Filled, FloorRun, LatencyRun};
 use crate::procs::Usage;
 use crate::stats::{self, median, median_of, Percentiles};
 
@@ -106,6 +106,9 @@ fn median_percentiles(runs: &[LatencyRun], of: fn(&LatencyRun) -> &Percentiles) 
     }
 }
 
+/// The first columns of both latency tables.
+const PERCENTILE_HEADERS: [&str; 5] = ["rate ev/s", "p50", "p99", "p99.9", "max"];
+
 /// A target of issue 5 and whether this run met it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
@@ -133,6 +136,8 @@ pub struct Results {
     pub drain: Vec<DrainRun>,
     pub latency: Vec<LatencyRate>,
     pub failover: Option<FailoverRuns>,
+    /// Kafka alone (`--phases floor`): producer and bare tail, no pipeline.
+    pub floor: Vec<FloorRun>,
     pub ceiling_events_per_sec: Option<f64>,
     pub drain_events_per_sec: Option<f64>,
     pub drain_ratio: Option<f64>,
@@ -402,19 +407,55 @@ impl Results {
                     ]
                 })
                 .collect();
-            out += &render(
-                &[
-                    "rate ev/s",
-                    "p50",
-                    "p99",
-                    "p99.9",
-                    "max",
-                    "kafka alone p50 / p99",
-                    "producer ev/s",
-                    "caught up",
-                ],
-                &rows,
-            );
+            let headers = [
+                &PERCENTILE_HEADERS[..],
+                &["kafka alone p50 / p99", "producer ev/s", "caught up"],
+            ]
+            .concat();
+            out += &render(&headers, &rows);
+        }
+
+        if !self.floor.is_empty() {
+            out += "\nkafka alone, nothing else running: producer (acks=all) → a bare consumer tailing the topic, ms (median of runs)\n";
+            let mut rates: Vec<u32> = self.floor.iter().map(|f| f.rate).collect();
+            rates.dedup();
+            let rows: Vec<Vec<String>> = rates
+                .iter()
+                .map(|&rate| {
+                    let runs: Vec<&FloorRun> =
+                        self.floor.iter().filter(|f| f.rate == rate).collect();
+                    let m = |f: fn(&FloorRun) -> Option<f64>| {
+                        median_of(&runs, |r| f(r)).map_or("-".into(), |v| format!("{v}"))
+                    };
+                    vec![
+                        thousands(f64::from(rate)),
+                        m(|r| Some(r.latency.p50_ms)),
+                        m(|r| Some(r.latency.p99_ms)),
+                        m(|r| Some(r.latency.p999_ms)),
+                        m(|r| Some(r.latency.max_ms)),
+                        runs.iter()
+                            .map(|r| format!("{}", r.latency.p99_ms))
+                            .collect::<Vec<_>>()
+                            .join(" / "),
+                        median_of(&runs, |r| r.broker_cpu_secs)
+                            .map_or("-".into(), |c| format!("{c:.1}")),
+                        if runs
+                            .iter()
+                            .all(|r| r.kept_rate && r.received == r.producer.sent)
+                        {
+                            "yes".into()
+                        } else {
+                            "NO (see JSON)".into()
+                        },
+                    ]
+                })
+                .collect();
+            let headers = [
+                &PERCENTILE_HEADERS[..],
+                &["p99 of runs", "broker CPU s", "rate kept, all received"],
+            ]
+            .concat();
+            out += &render(&headers, &rows);
         }
 
         out += "\nmemory (peak RSS, MiB) and CPU (s) per phase\n";

@@ -834,7 +834,7 @@ fn send(
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
-                producer.poll(Duration::from_millis(50));
+                producer.poll(Duration::from_millis(5));
             }
             Err((e, _)) => return Err(e),
         }
