@@ -131,8 +131,9 @@ pub fn transactional_producer_config(args: &KafkaArgs, transactional_id: &str) -
     c.set("max.in.flight.requests.per.connection", "1");
     // ... and then the client's queue holds more between requests: bounded
     // here, or the master's peak RSS in a 1M-record drain reached 135-141
-    // MiB (target 128). A full queue makes the output wait (backpressure).
-    c.set("queue.buffering.max.kbytes", "16384");
+    // MiB (target 128; 130 with 16 MiB here on a cold cluster). A full
+    // queue makes the output wait (backpressure).
+    c.set("queue.buffering.max.kbytes", "8192");
     apply_overrides(&mut c, args);
     c
 }

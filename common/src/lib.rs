@@ -14,6 +14,7 @@
 //! - [`http`]: the `--metrics-listen` HTTP server (axum) and its responses.
 //! - [`security`]: master/worker TLS from PEM files (mutual TLS) and the
 //!   shared worker token (constant-time comparison).
+//! - [`runtime`]: the tokio runtime of master and worker, with few allocator arenas.
 //! - [`shutdown`]: SIGTERM / Ctrl-C to one cancellation token; a second signal exits.
 //! - [`telemetry`]: tracing set-up; logs go to stderr, never stdout.
 
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pb;
 pub mod record;
+pub mod runtime;
 pub mod security;
 pub mod shutdown;
 pub mod telemetry;

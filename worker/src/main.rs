@@ -3,15 +3,21 @@ use std::process::ExitCode;
 use clap::Parser;
 use worker::config::Config;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let config = Config::parse();
-    common::telemetry::init(&config.log);
-    let shutdown = common::shutdown::on_signal();
-    match worker::run(config, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    let run = async {
+        common::telemetry::init(&config.log);
+        let shutdown = common::shutdown::on_signal();
+        worker::run(config, shutdown).await
+    };
+    match common::runtime::block_on(run) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("worker: error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("worker: error: starting the async runtime: {e}");
             ExitCode::from(2)
         }
     }
