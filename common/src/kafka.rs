@@ -164,7 +164,8 @@ pub fn worker_consumer_config(args: &KafkaArgs) -> ClientConfig {
     // stops fetching that partition for this long (500 ms by default): a
     // partition that was caught up for a moment then held its next records
     // for half a second. Measured with a consumer tailing a topic at 10k
-    // events/s: p99 331-335 ms with the default, 26-29 ms with 20.
+    // events/s: p99 331-335 ms in 3 runs with the default, 26-29 ms in 2 of
+    // 3 with 20 (the third had one 1.1 s stall of another kind).
     c.set("fetch.error.backoff.ms", "20");
     apply_overrides(&mut c, args);
     c

@@ -8,19 +8,32 @@
 //! free inside those arenas. Two arenas are enough for two busy threads.
 
 use std::future::Future;
+use std::process::ExitCode;
 
 /// Arenas glibc may create (see the module's documentation).
 const MALLOC_ARENAS: i32 = 2;
 
-/// Limits the allocator's arenas, then runs `main` on a multi-threaded
-/// tokio runtime. The limit is set before any thread is started, so every
-/// thread shares those arenas.
-pub fn block_on<F: Future>(main: F) -> std::io::Result<F::Output> {
+/// The whole of a process's `main`: limits the allocator's arenas (before
+/// any thread is started, so every thread shares them), runs `main` on a
+/// multi-threaded tokio runtime, and turns its outcome into the exit code,
+/// printing an error as `<name>: error: …`.
+pub fn run<F>(name: &str, main: F) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
     limit_arenas();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    Ok(rt.block_on(main))
+        .build()
+        .map_err(|e| anyhow::Error::new(e).context("starting the async runtime"))
+        .and_then(|rt| rt.block_on(main));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

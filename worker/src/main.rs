@@ -5,20 +5,9 @@ use worker::config::Config;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    let run = async {
+    common::runtime::run("worker", async {
         common::telemetry::init(&config.log);
         let shutdown = common::shutdown::on_signal();
         worker::run(config, shutdown).await
-    };
-    match common::runtime::block_on(run) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => {
-            eprintln!("worker: error: {e:#}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("worker: error: starting the async runtime: {e}");
-            ExitCode::from(2)
-        }
-    }
+    })
 }
