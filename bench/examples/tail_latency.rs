@@ -2,7 +2,10 @@
 //! while and prints produce → received percentiles (ms). KEY=VALUE pairs are
 //! librdkafka consumer properties; `debug=fetch` prints librdkafka's fetch
 //! decisions with a millisecond clock to stderr (how the 500 ms pause after
-//! a partition's end was found).
+//! a partition's end was found). With `TAIL_SLOW_MS=N` in the environment,
+//! every record later than N ms is printed to stdout as `received_ms
+//! partition offset latency_ms` (to see whether stalls hit one partition or
+//! all, and when).
 //! `cargo run --release -p bench --example tail_latency -- BOOTSTRAP TOPIC SECS [KEY=VALUE ...]`
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +48,9 @@ fn main() -> anyhow::Result<()> {
         tpl.add_partition_offset(topic, p.id(), Offset::End)?;
     }
     c.assign(&tpl)?;
+    let slow_ms: Option<i64> = std::env::var("TAIL_SLOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
     let until = Instant::now() + Duration::from_secs(secs.parse()?);
     while Instant::now() < until {
@@ -52,7 +58,11 @@ fn main() -> anyhow::Result<()> {
             let m = m?;
             if let Some(ts) = m.timestamp().to_millis() {
                 let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
-                h.saturating_record((now - ts).max(0) as u64);
+                let latency = (now - ts).max(0);
+                h.saturating_record(latency as u64);
+                if slow_ms.is_some_and(|s| latency > s) {
+                    println!("{now} {} {} {latency}", m.partition(), m.offset());
+                }
             }
         }
     }

@@ -122,8 +122,13 @@ pub fn transactional_producer_config(args: &KafkaArgs, transactional_id: &str) -
     // Dead letters carry hostile records whole; the brokers' own limit is
     // what decides (the master truncates a dead letter they refuse).
     c.set("message.max.bytes", "16777216");
-    // Throughput: small batching delay and cheap compression.
-    c.set("linger.ms", "5");
+    // Nothing waits for these writes but the next commit, which sends what
+    // is queued at once: a long batching delay costs no latency and makes
+    // far fewer produce requests, whose handling (and the followers'
+    // fetches each one wakes) the brokers did on the cores the pipeline
+    // needs. Produce requests to one broker at 10k events/s: 462/s with 5
+    // ms, 338/s with 100 (the shoppers' producer alone makes 216/s).
+    c.set("linger.ms", "100");
     c.set("compression.type", "lz4");
     // One request in flight per broker, as for the shoppers' producer (the
     // default 5 busy-polls: the master used 0.5 CPU-s per second at 10k

@@ -2,9 +2,10 @@
 //!
 //! A partition's results wait here until they go out as one
 //! [`ResultBatch`]: when `max_records` of them are ready, when adding one
-//! more would pass `max_bytes` (encoded), or when the oldest has waited
-//! `linger`. A single result larger than `max_bytes` (an invalid record
-//! carried whole) goes alone.
+//! more would pass `max_bytes` (encoded), when the oldest has waited
+//! `linger`, or when the caller has nothing more to add for now
+//! ([`Batcher::flush_all`]). A single result larger than `max_bytes` (an
+//! invalid record carried whole) goes alone.
 //!
 //! Pure: no I/O, the caller passes the time.
 
@@ -177,6 +178,18 @@ impl Batcher {
         out
     }
 
+    /// Every unsent result of every partition, whatever its age, in bounded
+    /// batches.
+    pub fn flush_all(&mut self) -> Vec<ResultBatch> {
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        partitions.into_iter().flat_map(|p| self.flush(p)).collect()
+    }
+
+    /// Whether any partition has a result not sent yet.
+    pub fn has_unsent(&self) -> bool {
+        self.partitions.values().any(|u| !u.entries.is_empty())
+    }
+
     /// When the oldest result of some partition will have waited `linger`;
     /// `None` if nothing is waiting.
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -313,6 +326,33 @@ mod tests {
         assert_eq!(b.first_unsent(0), Some(2));
         let flushed = b.flush(0);
         assert_eq!(flushed.iter().map(offsets).collect::<Vec<_>>(), [vec![2]]);
+    }
+
+    #[test]
+    fn flush_all_takes_every_partition_whatever_its_age() {
+        let now = Instant::now();
+        let mut b = Batcher::new(2, MAX_BATCH_BYTES, LINGER);
+        b.open(0, 1);
+        b.open(3, 1);
+        b.open(5, 1);
+        assert!(!b.has_unsent());
+        for o in 0..3 {
+            b.push(0, result(o), now);
+        }
+        b.push(3, result(7), now);
+        assert!(b.has_unsent());
+        let flushed = b.flush_all();
+        assert_eq!(
+            flushed
+                .iter()
+                .map(|x| (x.partition, offsets(x)))
+                .collect::<Vec<_>>(),
+            [(0, vec![0, 1]), (0, vec![2]), (3, vec![7])],
+            "bounded batches, in partition and offset order"
+        );
+        assert!(!b.has_unsent());
+        assert_eq!(b.next_deadline(), None);
+        assert!(b.flush_all().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

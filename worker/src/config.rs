@@ -31,8 +31,9 @@ pub struct Config {
     #[arg(long, env = "WORKER_ID", value_parser = parse_id)]
     pub id: Option<String>,
 
-    /// Longest a result waits before its batch is sent, e.g. 5ms. The size of
-    /// a batch comes from the master.
+    /// Longest a result waits before its batch is sent while records keep
+    /// coming, e.g. 5ms; a batch goes out at once when no more records are
+    /// ready to read. The size of a batch comes from the master.
     #[arg(long, env = "WORKER_BATCH_LINGER", default_value = "5ms", value_parser = parse_duration)]
     pub batch_linger: Duration,
 

@@ -363,6 +363,13 @@ async fn serve(
                     warn!(error = %e, "Kafka consumer error");
                 }
             },
+            // Polled only when the consumer has no record ready (biased):
+            // whatever was fetched together goes out now rather than after
+            // the linger, which only bounds the wait of a steady stream.
+            () = std::future::ready(()), if reading && session.batcher.has_unsent() => {
+                let batches = session.batcher.flush_all();
+                session.queue_batches(batches);
+            }
         }
     }
 

@@ -620,7 +620,8 @@ async fn shutdown_sends_waiting_batches_then_leave() {
     produce(&bootstrap, &topic, &records).await;
 
     let mut master = FakeMaster::start("127.0.0.1:0".parse().unwrap(), welcome(&topic, 7)).await;
-    // A long linger: at shutdown the last three results still wait in a batch.
+    // A long linger: only "nothing more to read" sends the last three
+    // before the shutdown; what is still unsent then goes before `leave`.
     let (shutdown, worker) =
         start_worker(&bootstrap, &topic, &master.url(), &["--batch-linger", "5s"]);
     let mut session = master.session().await;
@@ -659,6 +660,51 @@ async fn shutdown_sends_waiting_batches_then_leave() {
     );
     assert_eq!(results[&(0, 8)].1.invalid_code, "not_json");
     assert!(session.next().await.is_none());
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("the worker stops within 10 s")
+        .expect("worker task")
+        .expect("worker result");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_batch_goes_once_nothing_more_is_ready_not_after_the_linger() {
+    init_logs();
+    let bootstrap = bootstrap();
+    let topic = unique_topic("worker-idle");
+    create_topics(&bootstrap, &topic, 2).await;
+    let records: Vec<Input> = (0..6)
+        .map(|i| {
+            let id = format!("{i:024x}");
+            let value = purchase(&id, "Agustín", Some(2.5), Some("GHI-2024"));
+            input((i % 2) as i32, &id, value, i)
+        })
+        .collect();
+    produce(&bootstrap, &topic, &records).await;
+
+    let mut master = FakeMaster::start("127.0.0.1:0".parse().unwrap(), welcome(&topic, 100)).await;
+    // Far fewer records than a full batch, and a linger (an hour) no test waits for:
+    // the results can only come because the worker had nothing more to read.
+    let (shutdown, worker) = start_worker(
+        &bootstrap,
+        &topic,
+        &master.url(),
+        &["--batch-linger", "60m"],
+    );
+    let mut session = master.session().await;
+    session.assign(&topic, 0, 0, 1).await;
+    session.assign(&topic, 1, 0, 1).await;
+    let results = tokio::time::timeout(
+        Duration::from_secs(60),
+        collect_results(&mut session, 6, 100, |_| {}),
+    )
+    .await
+    .expect("the 6 results came long before the hour of linger");
+    assert_eq!(
+        results.keys().copied().collect::<Vec<_>>(),
+        [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    );
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), worker)
         .await
         .expect("the worker stops within 10 s")
