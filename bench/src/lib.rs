@@ -137,6 +137,9 @@ pub fn run(args: &Args) -> Result<Results> {
                 }
             }
         }
+        // Gone before the latency phase: idle partitions still cost the
+        // brokers in every follower fetch.
+        bench.done_with(&filled.topic);
     }
     if args.runs_phase(Phase::Latency) {
         for &rate in &settings.rates {

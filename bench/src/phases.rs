@@ -165,11 +165,10 @@ impl Bench {
             .sum::<Option<f64>>()
     }
 
-    /// Writes `records` records into a fresh topic, as fast as the brokers take them.
     /// Deletes a finished run's topic and its dead-letter topic, so every
     /// run meets the same cluster: each partition left behind is one more
     /// the followers fetch and the brokers track.
-    fn done_with(&self, topic: &str) {
+    pub fn done_with(&self, topic: &str) {
         if self.keep_topics {
             return;
         }
@@ -178,6 +177,7 @@ impl Bench {
         }
     }
 
+    /// Writes `records` records into a fresh topic, as fast as the brokers take them.
     pub fn fill(&self) -> Result<Filled> {
         let s = &self.settings;
         let topic = format!("{}-data", self.prefix);
