@@ -7,8 +7,8 @@
 //! - [`session`]: connecting to the master (with backoff) and serving one
 //!   `Session` stream: assign, revoke, results, heartbeats, leave.
 //! - [`partitions`]: the one Kafka consumer and the partitions it owns.
-//! - [`batch`]: per-partition batching of results, by count, encoded size
-//!   and linger.
+//! - [`batch`]: per-partition batching of results, by count, encoded size,
+//!   linger, and at once when nothing more is ready to read.
 //! - [`backoff`]: exponential backoff between reconnection attempts.
 //! - [`metrics`]: Prometheus metrics, served on `--metrics-listen`.
 //! - [`run`]: the whole worker, until its shutdown token is cancelled.
