@@ -420,11 +420,7 @@ async fn reports_every_record_once_carries_invalid_ones_and_leaves() {
         session.next().await.is_none(),
         "the worker closes the stream after leave"
     );
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .expect("the worker stops within 10 s")
-        .expect("worker task")
-        .expect("worker result");
+    stopped(worker).await;
     master.stop();
 }
 
@@ -465,11 +461,7 @@ async fn keeps_retrying_until_a_master_appears() {
         )
         .await;
     assert!(leave.progress.is_empty());
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .expect("the worker stops within 10 s")
-        .expect("worker task")
-        .expect("worker result");
+    stopped(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,11 +532,7 @@ async fn after_the_stream_breaks_it_reconnects_and_starts_over() {
         .await;
     assert_eq!(leave.progress.len(), 1);
     assert_eq!(leave.progress[0].next_offset, 4);
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .expect("the worker stops within 10 s")
-        .expect("worker task")
-        .expect("worker result");
+    stopped(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,11 +581,7 @@ async fn an_assign_under_a_new_generation_starts_the_partition_over() {
         [(0, 9, 6)]
     );
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .expect("the worker stops within 10 s")
-        .expect("worker task")
-        .expect("worker result");
+    stopped(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -660,11 +644,7 @@ async fn shutdown_sends_waiting_batches_then_leave() {
     );
     assert_eq!(results[&(0, 8)].1.invalid_code, "not_json");
     assert!(session.next().await.is_none());
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .expect("the worker stops within 10 s")
-        .expect("worker task")
-        .expect("worker result");
+    stopped(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -705,11 +685,7 @@ async fn a_partial_batch_goes_once_nothing_more_is_ready_not_after_the_linger() 
         [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     );
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .expect("the worker stops within 10 s")
-        .expect("worker task")
-        .expect("worker result");
+    stopped(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -790,9 +766,5 @@ async fn a_master_that_does_not_read_stops_the_worker_and_loses_nothing() {
         )
         .await;
     assert_eq!(leave.progress[0].next_offset, N);
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .expect("the worker stops within 10 s")
-        .expect("worker task")
-        .expect("worker result");
+    stopped(worker).await;
 }

@@ -391,3 +391,13 @@ impl FakeSession {
         }
     }
 }
+
+/// Waits for a worker started by [`start_worker`] to stop (10 s at most)
+/// and asserts that it returned without error.
+pub async fn stopped(worker: JoinHandle<anyhow::Result<()>>) {
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("the worker stops within 10 s")
+        .expect("worker task")
+        .expect("worker result");
+}
