@@ -89,6 +89,13 @@ pub struct Args {
     #[arg(long)]
     pub json: Option<PathBuf>,
 
+    /// Also tail each latency run's topic with a bare consumer, reported as
+    /// "Kafka alone, during the run". Off by default: that consumer's fetches
+    /// and CPU land on the brokers and cores the measured pipeline runs on
+    /// (the `floor` phase measures Kafka alone without the pipeline).
+    #[arg(long)]
+    pub kafka_tail: bool,
+
     /// Keep the master's notification files (1M records make ~170 MB each).
     #[arg(long)]
     pub keep_notifications: bool,
@@ -141,6 +148,7 @@ pub struct Settings {
     pub failover_runs: usize,
     pub failover_rate: u32,
     pub seed: u64,
+    pub kafka_tail: bool,
 }
 
 impl Args {
@@ -163,6 +171,7 @@ impl Args {
             failover_runs: self.failover_runs.unwrap_or(if q { 2 } else { 5 }).max(1),
             failover_rate: self.failover_rate,
             seed: self.seed,
+            kafka_tail: self.kafka_tail,
         }
     }
 
@@ -195,6 +204,10 @@ mod tests {
             ),
             (5000, 2, 10.0, 2)
         );
+        // The bare consumer beside the pipeline costs it latency: opt-in only.
+        assert!(!full.kafka_tail);
+        let tailed = Args::try_parse_from(["b", "--kafka-tail"]).unwrap();
+        assert!(tailed.settings().kafka_tail);
         let some = Args::try_parse_from(["b", "--phases", "ceiling,failover"]).unwrap();
         assert!(some.runs_phase(Phase::Failover) && !some.runs_phase(Phase::Drain));
     }

@@ -70,8 +70,9 @@ pub struct LatencyRun {
     pub topic: String,
     /// Produce → notification line (the master's `latency_ms`).
     pub latency: Percentiles,
-    /// Produce → received by a bare consumer tailing the same topic.
-    pub kafka_latency: Percentiles,
+    /// Produce → received by a bare consumer tailing the same topic
+    /// (`--kafka-tail` only).
+    pub kafka_latency: Option<Percentiles>,
     pub producer: ProducerReport,
     /// The producer sent everything within 5% (+1 s for its connection and
     /// final flush) of the planned duration.
@@ -117,28 +118,45 @@ pub struct FailoverRuns {
     pub clean_exit: bool,
 }
 
+/// Whose latency a [`Bench::load`] measures.
+#[derive(Clone, Copy)]
+enum Measured {
+    /// The pipeline's notifications (master + 2 workers running).
+    Pipeline,
+    /// A bare consumer's, nothing else running.
+    KafkaAlone,
+}
+
 /// What [`Bench::load`] leaves running or measured.
 struct Load {
     producer: ProducerReport,
-    tail: Tail,
-}
-
-/// The bare consumer tailing the measured topic, and the brokers' CPU time
-/// when it started.
-struct Tail {
-    handle: std::thread::JoinHandle<Result<Histogram<u64>>>,
-    stop: Arc<AtomicBool>,
+    tail: Option<Tail>,
+    /// The brokers' CPU seconds when the load started.
     cpu_before: Option<f64>,
 }
 
-impl Tail {
-    /// Stops the consumer: its latency histogram, and the brokers' CPU
-    /// seconds since it started.
-    fn finish(self, bench: &Bench) -> Result<(Histogram<u64>, Option<f64>)> {
+impl Load {
+    /// Stops the tail consumer if there is one: its latency histogram, and
+    /// the brokers' CPU seconds since the load started.
+    fn finish(self, bench: &Bench) -> Result<(Option<Histogram<u64>>, Option<f64>)> {
         let cpu = bench.broker_cpu().zip(self.cpu_before).map(|(a, b)| a - b);
+        let h = self.tail.map(Tail::finish).transpose()?;
+        Ok((h, cpu))
+    }
+}
+
+/// The bare consumer tailing the measured topic.
+struct Tail {
+    handle: std::thread::JoinHandle<Result<Histogram<u64>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Tail {
+    /// Stops the consumer: its latency histogram.
+    fn finish(self) -> Result<Histogram<u64>> {
         self.stop.store(true, Ordering::Relaxed);
         match self.handle.join() {
-            Ok(h) => Ok((h?, cpu)),
+            Ok(h) => h,
             Err(_) => bail!("the tail consumer panicked"),
         }
     }
@@ -304,8 +322,8 @@ impl Bench {
         p.wait_assigned(2, Duration::from_secs(60))?;
         let warm = self.warm_up(&mut p, &topic, &group)?;
         let dir = p.setup.dir.clone();
-        let load = self.load(&dir, &topic, rate, run, &warm, "latency phase")?;
-        let report = load.producer;
+        let load = self.load(&dir, &topic, rate, run, &warm, Measured::Pipeline)?;
+        let report = load.producer.clone();
         let produced_at = Instant::now();
         let end = kafka::end_offsets(&s.bootstrap_servers, &topic)?;
         let committed = CommittedReader::new(&s.bootstrap_servers, &topic, &group, &end)?;
@@ -319,8 +337,8 @@ impl Bench {
             std::thread::sleep(Duration::from_millis(50));
         }
         let (master, workers) = p.usage();
-        let (h, broker_cpu_secs) = load.tail.finish(self)?;
-        let kafka_latency = Percentiles::of(&h);
+        let (h, broker_cpu_secs) = load.finish(self)?;
+        let kafka_latency = h.as_ref().map(Percentiles::of);
         let clean_exit = p.stop();
         self.done_with(&topic);
         let mut h = stats::latency_histogram();
@@ -334,8 +352,8 @@ impl Bench {
             p50 = latency.p50_ms,
             p99 = latency.p99_ms,
             max = latency.max_ms,
-            kafka_p50 = kafka_latency.p50_ms,
-            kafka_p99 = kafka_latency.p99_ms,
+            kafka_p50 = kafka_latency.as_ref().map(|k| k.p50_ms),
+            kafka_p99 = kafka_latency.as_ref().map(|k| k.p99_ms),
             "latency"
         );
         Ok(LatencyRun {
@@ -369,11 +387,12 @@ impl Bench {
         // warm-up: not the first moments of a topic created just now.
         self.produce_warm_up(&dir, &topic)?;
         let start = kafka::end_offsets(&s.bootstrap_servers, &topic)?;
-        let load = self.load(&dir, &topic, rate, run, &start, "kafka alone")?;
-        let report = load.producer;
+        let load = self.load(&dir, &topic, rate, run, &start, Measured::KafkaAlone)?;
+        let report = load.producer.clone();
         // The last records' way to the tail.
         std::thread::sleep(Duration::from_secs(2));
-        let (h, broker_cpu_secs) = load.tail.finish(self)?;
+        let (h, broker_cpu_secs) = load.finish(self)?;
+        let h = h.context("the Kafka-alone run has a tail consumer")?;
         self.done_with(&topic);
         let received = h.len();
         let latency = Percentiles::of(&h);
@@ -477,8 +496,9 @@ impl Bench {
     }
 
     /// The measured load of a latency or Kafka-alone run: a bare consumer
-    /// tailing `topic` from `start`, then the producer at `rate` for the
-    /// phase's duration, until it is done.
+    /// tailing `topic` from `start` (for the pipeline only with
+    /// `--kafka-tail`), then the producer at `rate` for the phase's
+    /// duration, until it is done.
     fn load(
         &self,
         dir: &Path,
@@ -486,22 +506,27 @@ impl Bench {
         rate: u32,
         run: usize,
         start: &Offsets,
-        what: &str,
+        measured: Measured,
     ) -> Result<Load> {
         let s = &self.settings;
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = kafka::spawn_tail(
-            &s.bootstrap_servers,
-            topic,
-            start,
-            &format!("{topic}-tail"),
-            stop.clone(),
-        )?;
-        let tail = Tail {
-            handle,
-            stop,
-            cpu_before: self.broker_cpu(),
+        let (tail, what) = match measured {
+            Measured::Pipeline => (s.kafka_tail, "latency phase"),
+            Measured::KafkaAlone => (true, "kafka alone"),
         };
+        let tail = if tail {
+            let stop = Arc::new(AtomicBool::new(false));
+            let handle = kafka::spawn_tail(
+                &s.bootstrap_servers,
+                topic,
+                start,
+                &format!("{topic}-tail"),
+                stop.clone(),
+            )?;
+            Some(Tail { handle, stop })
+        } else {
+            None
+        };
+        let cpu_before = self.broker_cpu();
         let count = (f64::from(rate) * s.phase_secs).round() as u64;
         tracing::info!(rate, secs = s.phase_secs, count, "{what}");
         let mut producer = pipeline::spawn_producer(
@@ -518,7 +543,11 @@ impl Bench {
         )?;
         let timeout = Duration::from_secs_f64(s.phase_secs * 3.0 + 120.0);
         let producer = pipeline::finish_producer(&mut producer, timeout)?;
-        Ok(Load { producer, tail })
+        Ok(Load {
+            producer,
+            tail,
+            cpu_before,
+        })
     }
 
     /// Warms the pipeline up before a latency run: 500 records at 500/s,

@@ -64,7 +64,8 @@ pub struct LatencyRate {
     /// Median over runs of each percentile.
     pub median: Percentiles,
     /// The same for the bare consumer tailing the topic (Kafka alone).
-    pub kafka_median: Percentiles,
+    /// Of the runs with a tail consumer (`--kafka-tail`).
+    pub kafka_median: Option<Percentiles>,
     /// Percentiles of all runs' notifications together.
     pub all_runs: Percentiles,
     pub producer_events_per_sec_median: Option<f64>,
@@ -84,7 +85,16 @@ impl LatencyRate {
         Self {
             rate,
             median: median_percentiles(&runs, |r| &r.latency),
-            kafka_median: median_percentiles(&runs, |r| &r.kafka_latency),
+            kafka_median: {
+                let tailed: Vec<LatencyRun> = runs
+                    .iter()
+                    .filter(|r| r.kafka_latency.is_some())
+                    .cloned()
+                    .collect();
+                (!tailed.is_empty()).then(|| {
+                    median_percentiles(&tailed, |r| r.kafka_latency.as_ref().expect("filtered"))
+                })
+            },
             all_runs: Percentiles::of(&all),
             producer_events_per_sec_median: median_of(&runs, |r| Some(r.producer.events_per_sec)),
             kept_rate: !runs.is_empty() && runs.iter().all(|r| r.kept_rate),
@@ -373,7 +383,7 @@ impl Results {
         out += &render(&["measure", "median", "runs", "target", "result"], &rows);
 
         if !self.latency.is_empty() {
-            out += "\nproduce-to-notify latency, ms (median of runs; kafka alone: a bare consumer tailing the same topic)\n";
+            out += "\nproduce-to-notify latency, ms (median of runs; kafka alone: a bare consumer tailing the same topic, with --kafka-tail)\n";
             let rows: Vec<Vec<String>> = self
                 .latency
                 .iter()
@@ -385,7 +395,8 @@ impl Results {
                         format!("{}", p.p99_ms),
                         format!("{}", p.p999_ms),
                         format!("{}", p.max_ms),
-                        format!("{} / {}", k.p50_ms, k.p99_ms),
+                        k.as_ref()
+                            .map_or("-".into(), |k| format!("{} / {}", k.p50_ms, k.p99_ms)),
                         format!(
                             "{}{}",
                             l.producer_events_per_sec_median
