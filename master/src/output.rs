@@ -15,7 +15,9 @@
 //!   sent before it saw the rewind carries the old epoch and is dropped here;
 //! - stuck: a retriable failure that lasts longer than the transaction
 //!   timeout (the brokers have aborted the transaction by then) is handled
-//!   as abortable;
+//!   as abortable; a call to add the offsets or to commit that has not
+//!   returned by then (librdkafka can block past the call's own timeout
+//!   when the group coordinator's broker goes away) as fatal;
 //! - fatal, not fenced (librdkafka gives the producer up, e.g. an
 //!   idempotence sequence lost while a broker was down): the producer is
 //!   replaced in-process, as a restart of the master would: a new client
@@ -30,7 +32,7 @@
 //! transaction waits for).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use common::cli::KafkaArgs;
@@ -91,6 +93,13 @@ const ATTEMPTS: u32 = 5;
 /// The brokers abort a transaction open longer than this (the producer's
 /// `transaction.timeout.ms`): retrying a call beyond it cannot commit.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the output waits for adding the offsets to a transaction or
+/// committing it, though each call is given [`CALL_TIMEOUT`]: librdkafka
+/// can block in them far longer when the group coordinator's broker goes
+/// away (19 s seen here; in one CI run the call never returned; upstream
+/// confluentinc/librdkafka#5456). By then the brokers have aborted the
+/// transaction, so the producer is replaced as after a fatal error.
+const STUCK_CALL: Duration = TRANSACTION_TIMEOUT;
 /// Longest wait between attempts to replace a failed producer.
 const REPLACE_RETRY_MAX: Duration = Duration::from_secs(10);
 
@@ -283,8 +292,9 @@ struct Links<'a> {
 
 /// The transactional writer.
 pub struct Output {
-    producer: ThreadedProducer<Context>,
-    group: ConsumerGroupMetadata,
+    /// Shared only with a call still running past [`STUCK_CALL`].
+    producer: Arc<ThreadedProducer<Context>>,
+    group: Arc<ConsumerGroupMetadata>,
     topics: Topics,
     id: String,
     /// To create a replacement producer.
@@ -319,10 +329,10 @@ impl Output {
         group: ConsumerGroupMetadata,
         read_committed: ReadCommitted,
     ) -> Result<Self> {
-        let producer = create(args, id, &topics.dlq, HashSet::new())?;
+        let producer = Arc::new(create(args, id, &topics.dlq, HashSet::new())?);
         let mut output = Self {
             producer,
-            group,
+            group: Arc::new(group),
             topics,
             id: id.to_owned(),
             args: args.clone(),
@@ -559,17 +569,23 @@ impl Output {
                     .add_partition_offset(&self.topics.input, p, Offset::Offset(o))
                     .expect("a plain offset is valid");
             }
-            let sent = self.retrying("adding the offsets to the transaction", to.stopping, |o| {
-                o.producer
-                    .send_offsets_to_transaction(&offsets, &o.group, CALL_TIMEOUT)
+            let what = "adding the offsets to the transaction";
+            let sent = self.retrying(what, to.stopping, |o| {
+                let (producer, group, offsets) =
+                    (o.producer.clone(), o.group.clone(), offsets.clone());
+                bounded(what, move || {
+                    producer.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
+                })
             });
             if let Err((kind, e)) = sent {
                 return self.fail(kind, &e, to);
             }
         }
         let offsets_took = started.elapsed();
-        let committed = self.retrying("committing the transaction", to.stopping, |o| {
-            o.producer.commit_transaction(CALL_TIMEOUT)
+        let what = "committing the transaction";
+        let committed = self.retrying(what, to.stopping, |o| {
+            let producer = o.producer.clone();
+            bounded(what, move || producer.commit_transaction(CALL_TIMEOUT))
         });
         if let Err((kind, e)) = committed {
             return self.fail(kind, &e, to);
@@ -750,7 +766,7 @@ impl Output {
     /// One attempt of [`Self::replace`]: the new producer, its first
     /// transaction begun, and the committed offsets.
     fn reinit(&mut self, refused: HashSet<(i32, i64)>) -> Result<BTreeMap<i32, i64>> {
-        self.producer = create(&self.args, &self.id, &self.topics.dlq, refused)?;
+        self.producer = Arc::new(create(&self.args, &self.id, &self.topics.dlq, refused)?);
         if let Err(e) = self.init_transactions() {
             return Err(self.fatal(&e));
         }
@@ -822,6 +838,38 @@ fn create(
     common::kafka::transactional_producer_config(args, id)
         .create_with_context(context)
         .map_err(Error::Create)
+}
+
+/// Runs a transactional `call` on its own thread and waits at most
+/// [`STUCK_CALL`] for it. A call still running then is left to finish on its
+/// own (it holds its own reference to the client); the output gets an
+/// error that [`failure`] counts as fatal, so the producer is replaced.
+fn bounded(what: &str, call: impl FnOnce() -> KafkaResult<()> + Send + 'static) -> KafkaResult<()> {
+    within(STUCK_CALL, call).unwrap_or_else(|| {
+        warn!(
+            limit = ?STUCK_CALL,
+            "{what} did not return; giving the producer up (librdkafka can block past the call's timeout when the group coordinator goes away)"
+        );
+        Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut))
+    })
+}
+
+/// `f`'s result if it returns within `limit`, run on a thread of its own.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std_mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("txn-call".into())
+        .spawn(move || {
+            // The receiver is gone when the output gave up waiting.
+            let _ = tx.send(f());
+        });
+    match spawned {
+        Ok(_) => rx.recv_timeout(limit).ok(),
+        Err(e) => {
+            warn!(error = %e, "could not start a thread for a transactional call");
+            None
+        }
+    }
 }
 
 /// Queues one record, waiting while the client's queue is full.
@@ -916,6 +964,23 @@ mod tests {
 
     use super::*;
     use crate::coordinator::Invalid;
+
+    #[test]
+    fn a_call_that_outlives_its_limit_is_given_up_and_a_quick_one_is_not() {
+        let started = std::time::Instant::now();
+        let stuck = within(Duration::from_millis(100), || {
+            std::thread::sleep(Duration::from_secs(120));
+            1
+        });
+        assert_eq!(stuck, None);
+        // Not a speed check: only that the stuck call was not waited for.
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "waited for the stuck call: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(within(Duration::from_secs(60), || 7), Some(7));
+    }
 
     fn letter(value: Vec<u8>) -> DeadLetter {
         DeadLetter {
