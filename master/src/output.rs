@@ -108,6 +108,11 @@ const REPLACE_RETRY_MAX: Duration = Duration::from_secs(10);
 /// commit, as it does when it loses an idempotence sequence.
 pub const FAULT_FATAL_AT_COMMIT: &str = "CYBERDAY_FAULT_FATAL_AT_COMMIT";
 
+/// Fault injection for the tests: with `CYBERDAY_FAULT_STUCK_AT_COMMIT=N`,
+/// adding the offsets to the Nth commit's transaction blocks, as librdkafka
+/// can when the group coordinator's broker goes away.
+pub const FAULT_STUCK_AT_COMMIT: &str = "CYBERDAY_FAULT_STUCK_AT_COMMIT";
+
 /// Reads the group's committed offsets of the given partitions back from
 /// Kafka (blocking); partitions with none are absent.
 pub type ReadCommitted = Box<dyn FnMut(&[i32]) -> KafkaResult<BTreeMap<i32, i64>> + Send + 'static>;
@@ -307,6 +312,7 @@ pub struct Output {
     /// Commits attempted, and the one before which to inject a fatal error.
     commits: u64,
     fault_at: Option<u64>,
+    stuck_at: Option<u64>,
     /// The group's offsets as of the last commit (partitions never committed
     /// are absent).
     committed: BTreeMap<i32, i64>,
@@ -341,6 +347,9 @@ impl Output {
             opened: std::time::Instant::now(),
             commits: 0,
             fault_at: std::env::var(FAULT_FATAL_AT_COMMIT)
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            stuck_at: std::env::var(FAULT_STUCK_AT_COMMIT)
                 .ok()
                 .and_then(|v| v.parse().ok()),
             committed: BTreeMap::new(),
@@ -570,10 +579,17 @@ impl Output {
                     .expect("a plain offset is valid");
             }
             let what = "adding the offsets to the transaction";
+            let stuck = self.stuck_at == Some(self.commits);
+            if stuck {
+                warn!("{FAULT_STUCK_AT_COMMIT}: adding the offsets blocks");
+            }
             let sent = self.retrying(what, to.stopping, |o| {
                 let (producer, group, offsets) =
                     (o.producer.clone(), o.group.clone(), offsets.clone());
                 bounded(what, move || {
+                    if stuck {
+                        std::thread::sleep(STUCK_CALL * 20);
+                    }
                     producer.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
                 })
             });

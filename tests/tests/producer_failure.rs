@@ -4,7 +4,9 @@
 //! the committed offsets back from Kafka and starts every partition over
 //! from them. Nothing is lost or repeated in the notifications topic, and
 //! the master keeps running. The fatal error is injected with
-//! `CYBERDAY_FAULT_FATAL_AT_COMMIT`.
+//! `CYBERDAY_FAULT_FATAL_AT_COMMIT`; a transactional call that never returns
+//! (librdkafka's, when the group coordinator's broker goes away mid-commit)
+//! with `CYBERDAY_FAULT_STUCK_AT_COMMIT`.
 
 use std::time::Duration;
 
@@ -12,11 +14,27 @@ use e2e::*;
 
 #[test]
 fn a_failed_transactional_producer_is_replaced_without_loss_or_repeat() {
-    let mut p = Pipeline::start_with_master_env(
+    replaced_without_loss_or_repeat(
         "e2e-producer-fatal",
-        6,
-        &[("CYBERDAY_FAULT_FATAL_AT_COMMIT", "3")],
+        ("CYBERDAY_FAULT_FATAL_AT_COMMIT", "3"),
+        "injecting a fatal producer error",
     );
+}
+
+/// Takes the 30 s the master gives a stuck call.
+#[test]
+fn a_transactional_call_that_never_returns_replaces_the_producer_without_loss_or_repeat() {
+    replaced_without_loss_or_repeat(
+        "e2e-producer-stuck",
+        ("CYBERDAY_FAULT_STUCK_AT_COMMIT", "3"),
+        "did not return; giving the producer up",
+    );
+}
+
+/// 10,000 records through master + 2 workers with the fault `env` in the
+/// master, whose log must show `fault_seen` and then the replacement.
+fn replaced_without_loss_or_repeat(name: &str, env: (&str, &str), fault_seen: &str) {
+    let mut p = Pipeline::start_with_master_env(name, 6, &[env]);
     p.start_worker("w1");
     p.start_worker("w2");
     let mut producer = p.produce_in_background(10_000, 2_000, 21);
@@ -28,8 +46,8 @@ fn a_failed_transactional_producer_is_replaced_without_loss_or_repeat() {
     );
     let log = p.master.as_ref().unwrap().stderr_text();
     assert!(
-        log.contains("injecting a fatal producer error"),
-        "the fault was not injected:\n{log}"
+        log.contains(fault_seen),
+        "no \"{fault_seen}\" in the master's log:\n{log}"
     );
     assert!(
         log.contains("transactional producer replaced"),
