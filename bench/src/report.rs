@@ -84,16 +84,13 @@ impl LatencyRate {
         }
         Self {
             rate,
-            median: median_percentiles(&runs, |r| &r.latency),
+            median: median_percentiles(&runs.iter().map(|r| &r.latency).collect::<Vec<_>>()),
             kafka_median: {
-                let tailed: Vec<LatencyRun> = runs
+                let tailed: Vec<&Percentiles> = runs
                     .iter()
-                    .filter(|r| r.kafka_latency.is_some())
-                    .cloned()
+                    .filter_map(|r| r.kafka_latency.as_ref())
                     .collect();
-                (!tailed.is_empty()).then(|| {
-                    median_percentiles(&tailed, |r| r.kafka_latency.as_ref().expect("filtered"))
-                })
+                (!tailed.is_empty()).then(|| median_percentiles(&tailed))
             },
             all_runs: Percentiles::of(&all),
             producer_events_per_sec_median: median_of(&runs, |r| Some(r.producer.events_per_sec)),
@@ -104,11 +101,11 @@ impl LatencyRate {
     }
 }
 
-/// Each percentile's median over the runs.
-fn median_percentiles(runs: &[LatencyRun], of: fn(&LatencyRun) -> &Percentiles) -> Percentiles {
-    let m = |f: fn(&Percentiles) -> f64| median_of(runs, |r| Some(f(of(r)))).unwrap_or(f64::NAN);
+/// Each percentile's median over the runs' percentiles.
+fn median_percentiles(runs: &[&Percentiles]) -> Percentiles {
+    let m = |f: fn(&Percentiles) -> f64| median_of(runs, |p| Some(f(p))).unwrap_or(f64::NAN);
     Percentiles {
-        count: runs.iter().map(|r| of(r).count).sum(),
+        count: runs.iter().map(|p| p.count).sum(),
         p50_ms: m(|p| p.p50_ms),
         p99_ms: m(|p| p.p99_ms),
         p999_ms: m(|p| p.p999_ms),
