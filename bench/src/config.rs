@@ -51,6 +51,12 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration)]
     pub phase_duration: Option<Duration>,
 
+    /// How long the producer runs at each rate before the measured window
+    /// starts: the records of these first seconds are reported apart, as
+    /// "ramp" [full: 10s, quick: 2s].
+    #[arg(long, value_parser = parse_duration)]
+    pub ramp: Option<Duration>,
+
     /// Runs of each latency rate [full: 3, quick: 1].
     #[arg(long)]
     pub latency_runs: Option<usize>,
@@ -144,6 +150,7 @@ pub struct Settings {
     pub rates: Vec<u32>,
     pub floor_rates: Vec<u32>,
     pub phase_secs: f64,
+    pub ramp_secs: f64,
     pub latency_runs: usize,
     pub failover_runs: usize,
     pub failover_rate: u32,
@@ -166,6 +173,10 @@ impl Args {
             phase_secs: self
                 .phase_duration
                 .unwrap_or(Duration::from_secs(if q { 10 } else { 60 }))
+                .as_secs_f64(),
+            ramp_secs: self
+                .ramp
+                .unwrap_or(Duration::from_secs(if q { 2 } else { 10 }))
                 .as_secs_f64(),
             latency_runs: self.latency_runs.unwrap_or(if q { 1 } else { 3 }).max(1),
             failover_runs: self.failover_runs.unwrap_or(if q { 2 } else { 5 }).max(1),
@@ -191,6 +202,7 @@ mod tests {
             (full.records, full.runs, full.phase_secs, full.failover_runs),
             (1_000_000, 3, 60.0, 5)
         );
+        assert_eq!(full.ramp_secs, 10.0);
         assert_eq!(full.rates, vec![1000, 10_000, 50_000]);
         let quick = Args::try_parse_from(["b", "--quick", "--records", "5000"])
             .unwrap()
@@ -204,6 +216,8 @@ mod tests {
             ),
             (5000, 2, 10.0, 2)
         );
+        let no_ramp = Args::try_parse_from(["b", "--ramp", "0s"]).unwrap();
+        assert_eq!(no_ramp.settings().ramp_secs, 0.0);
         // The bare consumer beside the pipeline costs it latency: opt-in only.
         assert!(!full.kafka_tail);
         let tailed = Args::try_parse_from(["b", "--kafka-tail"]).unwrap();

@@ -4,16 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::{procs, stats};
+use crate::procs;
+use crate::stats::Split;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -204,15 +204,17 @@ pub fn delete_topics(bootstrap: &str, prefix: &str) -> Result<usize> {
 
 /// A bare consumer tailing `topic` from `start` on its own thread,
 /// recording each record's Kafka timestamp → received, in ms: what Kafka
-/// alone costs, next to the pipeline's produce-to-notify latency. Stops
-/// when `stop` is set and returns the histogram.
+/// alone costs, next to the pipeline's produce-to-notify latency. Records
+/// before `cut` (unknown until it is set) count as the ramp. Stops when
+/// `stop` is set and returns the latencies.
 pub fn spawn_tail(
     bootstrap: &str,
     topic: &str,
     start: &Offsets,
     group: &str,
     stop: Arc<AtomicBool>,
-) -> Result<std::thread::JoinHandle<Result<Histogram<u64>>>> {
+    cut: Arc<OnceLock<Offsets>>,
+) -> Result<std::thread::JoinHandle<Result<Split>>> {
     let consumer = client(bootstrap, group)?;
     let mut tpl = TopicPartitionList::new();
     for (p, o) in start {
@@ -220,17 +222,18 @@ pub fn spawn_tail(
     }
     consumer.assign(&tpl).context("assigning the partitions")?;
     Ok(std::thread::spawn(move || {
-        let mut h = stats::latency_histogram();
+        let mut split = Split::new();
         while !stop.load(Ordering::Relaxed) {
             let Some(m) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };
             let m = m.context("tail consumer")?;
             if let Some(ts) = m.timestamp().to_millis() {
-                h.saturating_record(now_ms().saturating_sub(ts).max(0) as u64);
+                let ms = now_ms().saturating_sub(ts).max(0) as u64;
+                split.record(cut.get(), m.partition(), m.offset(), ms);
             }
         }
-        Ok(h)
+        Ok(split)
     }))
 }
 

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,8 +18,8 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::kafka::{self, CommittedReader, Offsets};
 use crate::pipeline::{self, Binaries, Pipeline, ProducerReport, ProducerSpec, Setup};
-use crate::procs::{self, Usage};
-use crate::stats::{self, Percentiles};
+use crate::procs::{self, Proc, Usage};
+use crate::stats::{Percentiles, Split};
 
 /// What every phase needs: the settings, the binaries, names and folders.
 pub struct Bench {
@@ -68,10 +68,13 @@ pub struct DrainRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyRun {
     pub topic: String,
-    /// Produce → notification line (the master's `latency_ms`).
+    /// Produce → notification line (the master's `latency_ms`), of the
+    /// records of the measured window (after the ramp).
     pub latency: Percentiles,
-    /// Produce → received by a bare consumer tailing the same topic
-    /// (`--kafka-tail` only).
+    /// The same, of the ramp's records: the first `ramp_secs` at the rate.
+    pub ramp_latency: Percentiles,
+    /// Produce → received by a bare consumer tailing the same topic, of
+    /// the measured window (`--kafka-tail` only).
     pub kafka_latency: Option<Percentiles>,
     pub producer: ProducerReport,
     /// The producer sent everything within 5% (+1 s for its connection and
@@ -96,10 +99,13 @@ pub struct LatencyRun {
 pub struct FloorRun {
     pub topic: String,
     pub rate: u32,
-    /// Produce → received by a bare consumer tailing the topic.
+    /// Produce → received by a bare consumer tailing the topic, of the
+    /// records of the measured window (after the ramp).
     pub latency: Percentiles,
+    /// The same, of the ramp's records.
+    pub ramp_latency: Percentiles,
     pub kept_rate: bool,
-    /// Records the tail consumer saw.
+    /// Records the tail consumer saw (ramp and measured window).
     pub received: u64,
     pub producer: ProducerReport,
     pub broker_cpu_secs: Option<f64>,
@@ -118,6 +124,14 @@ pub struct FailoverRuns {
     pub clean_exit: bool,
 }
 
+/// The notifications a latency run measures: those of records at or past
+/// `from` (after the warm-up), split at `cut` (the ramp's end).
+struct Window<'a> {
+    from: &'a Offsets,
+    cut: &'a Offsets,
+    split: &'a mut Split,
+}
+
 /// Whose latency a [`Bench::load`] measures.
 #[derive(Clone, Copy)]
 enum Measured {
@@ -131,14 +145,17 @@ enum Measured {
 struct Load {
     producer: ProducerReport,
     tail: Option<Tail>,
-    /// The brokers' CPU seconds when the load started.
+    /// Where the measured window starts: the topic's end offsets once the
+    /// producer had run at its rate for the ramp.
+    cut: Offsets,
+    /// The brokers' CPU seconds when the measured window started.
     cpu_before: Option<f64>,
 }
 
 impl Load {
-    /// Stops the tail consumer if there is one: its latency histogram, and
-    /// the brokers' CPU seconds since the load started.
-    fn finish(self, bench: &Bench) -> Result<(Option<Histogram<u64>>, Option<f64>)> {
+    /// Stops the tail consumer if there is one: its latencies, and the
+    /// brokers' CPU seconds since the measured window started.
+    fn finish(self, bench: &Bench) -> Result<(Option<Split>, Option<f64>)> {
         let cpu = bench.broker_cpu().zip(self.cpu_before).map(|(a, b)| a - b);
         let h = self.tail.map(Tail::finish).transpose()?;
         Ok((h, cpu))
@@ -147,13 +164,14 @@ impl Load {
 
 /// The bare consumer tailing the measured topic.
 struct Tail {
-    handle: std::thread::JoinHandle<Result<Histogram<u64>>>,
+    handle: std::thread::JoinHandle<Result<Split>>,
     stop: Arc<AtomicBool>,
+    cut: Arc<OnceLock<Offsets>>,
 }
 
 impl Tail {
-    /// Stops the consumer: its latency histogram.
-    fn finish(self) -> Result<Histogram<u64>> {
+    /// Stops the consumer: its latencies.
+    fn finish(self) -> Result<Split> {
         self.stop.store(true, Ordering::Relaxed);
         match self.handle.join() {
             Ok(h) => h,
@@ -337,21 +355,30 @@ impl Bench {
             std::thread::sleep(Duration::from_millis(50));
         }
         let (master, workers) = p.usage();
-        let (h, broker_cpu_secs) = load.finish(self)?;
-        let kafka_latency = h.as_ref().map(Percentiles::of);
+        let cut = load.cut.clone();
+        let (tailed, broker_cpu_secs) = load.finish(self)?;
+        let kafka_latency = tailed.as_ref().map(|t| Percentiles::of(&t.measured));
         let clean_exit = p.stop();
         self.done_with(&topic);
-        let mut h = stats::latency_histogram();
-        let (notifications, _) =
-            self.count_notifications(&p.master.stdout, Some((&mut h, &warm)))?;
-        let latency = Percentiles::of(&h);
-        let kept_rate = report.secs <= s.phase_secs * 1.05 + 1.0;
+        let mut split = Split::new();
+        let (notifications, _) = self.count_notifications(
+            &p.master.stdout,
+            Some(Window {
+                from: &warm,
+                cut: &cut,
+                split: &mut split,
+            }),
+        )?;
+        let latency = Percentiles::of(&split.measured);
+        let ramp_latency = Percentiles::of(&split.ramp);
+        let kept_rate = self.kept_rate(&report);
         tracing::info!(
             rate,
             achieved = report.events_per_sec as u64,
             p50 = latency.p50_ms,
             p99 = latency.p99_ms,
             max = latency.max_ms,
+            ramp_p99 = ramp_latency.p99_ms,
             kafka_p50 = kafka_latency.as_ref().map(|k| k.p50_ms),
             kafka_p99 = kafka_latency.as_ref().map(|k| k.p99_ms),
             "latency"
@@ -359,6 +386,7 @@ impl Bench {
         Ok(LatencyRun {
             topic,
             latency,
+            ramp_latency,
             kafka_latency,
             kept_rate,
             caught_up: catch_up_secs.is_some(),
@@ -370,7 +398,7 @@ impl Bench {
             workers,
             broker_cpu_secs,
             clean_exit,
-            histogram: Some(h),
+            histogram: Some(split.measured),
         })
     }
 
@@ -391,16 +419,18 @@ impl Bench {
         let report = load.producer.clone();
         // The last records' way to the tail.
         std::thread::sleep(Duration::from_secs(2));
-        let (h, broker_cpu_secs) = load.finish(self)?;
-        let h = h.context("the Kafka-alone run has a tail consumer")?;
+        let (tailed, broker_cpu_secs) = load.finish(self)?;
+        let split = tailed.context("the Kafka-alone run has a tail consumer")?;
         self.done_with(&topic);
-        let received = h.len();
-        let latency = Percentiles::of(&h);
+        let received = split.ramp.len() + split.measured.len();
+        let latency = Percentiles::of(&split.measured);
+        let ramp_latency = Percentiles::of(&split.ramp);
         tracing::info!(
             rate,
             p50 = latency.p50_ms,
             p99 = latency.p99_ms,
             max = latency.max_ms,
+            ramp_p99 = ramp_latency.p99_ms,
             received,
             "floor"
         );
@@ -408,7 +438,8 @@ impl Bench {
             topic,
             rate,
             latency,
-            kept_rate: report.secs <= s.phase_secs * 1.05 + 1.0,
+            ramp_latency,
+            kept_rate: self.kept_rate(&report),
             received,
             producer: report,
             broker_cpu_secs,
@@ -497,8 +528,10 @@ impl Bench {
 
     /// The measured load of a latency or Kafka-alone run: a bare consumer
     /// tailing `topic` from `start` (for the pipeline only with
-    /// `--kafka-tail`), then the producer at `rate` for the phase's
-    /// duration, until it is done.
+    /// `--kafka-tail`), then the producer at `rate` for the ramp and the
+    /// phase's duration, until it is done. The measured window starts at
+    /// the topic's end offsets once the ramp is over: the first seconds of
+    /// a run (a rate step from nothing, new clients) are reported apart.
     fn load(
         &self,
         dir: &Path,
@@ -515,20 +548,27 @@ impl Bench {
         };
         let tail = if tail {
             let stop = Arc::new(AtomicBool::new(false));
+            let cut = Arc::new(OnceLock::new());
             let handle = kafka::spawn_tail(
                 &s.bootstrap_servers,
                 topic,
                 start,
                 &format!("{topic}-tail"),
                 stop.clone(),
+                cut.clone(),
             )?;
-            Some(Tail { handle, stop })
+            Some(Tail { handle, stop, cut })
         } else {
             None
         };
-        let cpu_before = self.broker_cpu();
-        let count = (f64::from(rate) * s.phase_secs).round() as u64;
-        tracing::info!(rate, secs = s.phase_secs, count, "{what}");
+        let count = (f64::from(rate) * (s.ramp_secs + s.phase_secs)).round() as u64;
+        tracing::info!(
+            rate,
+            ramp_secs = s.ramp_secs,
+            secs = s.phase_secs,
+            count,
+            "{what}"
+        );
         let mut producer = pipeline::spawn_producer(
             &self.bins,
             &s.bootstrap_servers,
@@ -541,13 +581,46 @@ impl Bench {
                 seed: s.seed + u64::from(rate) + run as u64,
             },
         )?;
-        let timeout = Duration::from_secs_f64(s.phase_secs * 3.0 + 120.0);
+        let spawned = Instant::now();
+        let cut = match self.ramp_cut(topic, spawned, &mut producer) {
+            Ok(cut) => cut,
+            Err(e) => {
+                producer.terminate(Duration::from_secs(10));
+                return Err(e);
+            }
+        };
+        if let Some(t) = &tail {
+            let _ = t.cut.set(cut.clone());
+        }
+        let cpu_before = self.broker_cpu();
+        let timeout = Duration::from_secs_f64((s.ramp_secs + s.phase_secs) * 3.0 + 120.0);
         let producer = pipeline::finish_producer(&mut producer, timeout)?;
         Ok(Load {
             producer,
             tail,
+            cut,
             cpu_before,
         })
+    }
+
+    /// Waits out the ramp (from the producer's start) and returns where the
+    /// measured window starts: the topic's end offsets at that moment.
+    fn ramp_cut(&self, topic: &str, spawned: Instant, producer: &mut Proc) -> Result<Offsets> {
+        let ramp = Duration::from_secs_f64(self.settings.ramp_secs);
+        while spawned.elapsed() < ramp {
+            if let Some(status) = producer.exited() {
+                bail!("the producer ended during the ramp ({status})");
+            }
+            std::thread::sleep((ramp - spawned.elapsed()).min(Duration::from_millis(100)));
+        }
+        kafka::end_offsets(&self.settings.bootstrap_servers, topic)
+    }
+
+    /// The producer sent everything within 5% (+1 s for its connection and
+    /// final flush) of the planned ramp and duration.
+    fn kept_rate(&self, report: &ProducerReport) -> bool {
+        let s = &self.settings;
+        report.secs <= (s.ramp_secs + s.phase_secs) * 1.05 + 1.0
     }
 
     /// Warms the pipeline up before a latency run: 500 records at 500/s,
@@ -569,14 +642,14 @@ impl Bench {
         Ok(end)
     }
 
-    /// Counts the master's JSON lines. With a histogram, only lines at or
-    /// past the given offsets count, and their `latency_ms` is recorded.
-    /// Removes the file unless asked to keep it. Returns (lines counted,
-    /// lines that did not parse).
+    /// Counts the master's JSON lines. With a window, only lines at or past
+    /// its `from` offsets count, and their `latency_ms` is recorded, split
+    /// at its cut. Removes the file unless asked to keep it. Returns (lines
+    /// counted, lines that did not parse).
     fn count_notifications(
         &self,
         path: &Path,
-        mut measure: Option<(&mut Histogram<u64>, &Offsets)>,
+        mut measure: Option<Window<'_>>,
     ) -> Result<(u64, u64)> {
         #[derive(serde::Deserialize)]
         struct Line {
@@ -591,14 +664,15 @@ impl Bench {
             if line.trim().is_empty() {
                 continue;
             }
-            let Some((h, from)) = measure.as_mut() else {
+            let Some(w) = measure.as_mut() else {
                 lines += 1;
                 continue;
             };
             match serde_json::from_str::<Line>(&line) {
-                Ok(l) if l.offset >= from.get(&l.partition).copied().unwrap_or(0) => {
+                Ok(l) if l.offset >= w.from.get(&l.partition).copied().unwrap_or(0) => {
                     lines += 1;
-                    h.saturating_record(l.latency_ms);
+                    w.split
+                        .record(Some(w.cut), l.partition, l.offset, l.latency_ms);
                 }
                 Ok(_) => {}
                 Err(_) => bad += 1,

@@ -61,8 +61,10 @@ pub fn loadavg() -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyRate {
     pub rate: u32,
-    /// Median over runs of each percentile.
+    /// Median over runs of each percentile (measured windows).
     pub median: Percentiles,
+    /// The same for the runs' ramps (their first seconds at the rate).
+    pub ramp_median: Percentiles,
     /// The same for the bare consumer tailing the topic (Kafka alone).
     /// Of the runs with a tail consumer (`--kafka-tail`).
     pub kafka_median: Option<Percentiles>,
@@ -85,6 +87,9 @@ impl LatencyRate {
         Self {
             rate,
             median: median_percentiles(&runs.iter().map(|r| &r.latency).collect::<Vec<_>>()),
+            ramp_median: median_percentiles(
+                &runs.iter().map(|r| &r.ramp_latency).collect::<Vec<_>>(),
+            ),
             kafka_median: {
                 let tailed: Vec<&Percentiles> = runs
                     .iter()
@@ -380,7 +385,10 @@ impl Results {
         out += &render(&["measure", "median", "runs", "target", "result"], &rows);
 
         if !self.latency.is_empty() {
-            out += "\nproduce-to-notify latency, ms (median of runs; kafka alone: a bare consumer tailing the same topic, with --kafka-tail)\n";
+            out += &format!(
+                "\nproduce-to-notify latency, ms (median of runs; records of the {}s after a {}s ramp at the rate; kafka alone: a bare consumer tailing the same topic, with --kafka-tail)\n",
+                self.settings.phase_secs, self.settings.ramp_secs
+            );
             let rows: Vec<Vec<String>> = self
                 .latency
                 .iter()
@@ -392,6 +400,7 @@ impl Results {
                         format!("{}", p.p99_ms),
                         format!("{}", p.p999_ms),
                         format!("{}", p.max_ms),
+                        format!("{}", l.ramp_median.p99_ms),
                         k.as_ref()
                             .map_or("-".into(), |k| format!("{} / {}", k.p50_ms, k.p99_ms)),
                         format!(
@@ -417,14 +426,22 @@ impl Results {
                 .collect();
             let headers = [
                 &PERCENTILE_HEADERS[..],
-                &["kafka alone p50 / p99", "producer ev/s", "caught up"],
+                &[
+                    "ramp p99",
+                    "kafka alone p50 / p99",
+                    "producer ev/s",
+                    "caught up",
+                ],
             ]
             .concat();
             out += &render(&headers, &rows);
         }
 
         if !self.floor.is_empty() {
-            out += "\nkafka alone, nothing else running: producer (acks=all) → a bare consumer tailing the topic, ms (median of runs)\n";
+            out += &format!(
+                "\nkafka alone, nothing else running: producer (acks=all) → a bare consumer tailing the topic, ms (median of runs; records after a {}s ramp)\n",
+                self.settings.ramp_secs
+            );
             let mut rates: Vec<u32> = self.floor.iter().map(|f| f.rate).collect();
             rates.dedup();
             let rows: Vec<Vec<String>> = rates
@@ -441,6 +458,7 @@ impl Results {
                         m(|r| Some(r.latency.p99_ms)),
                         m(|r| Some(r.latency.p999_ms)),
                         m(|r| Some(r.latency.max_ms)),
+                        m(|r| Some(r.ramp_latency.p99_ms)),
                         runs.iter()
                             .map(|r| format!("{}", r.latency.p99_ms))
                             .collect::<Vec<_>>()
@@ -460,7 +478,12 @@ impl Results {
                 .collect();
             let headers = [
                 &PERCENTILE_HEADERS[..],
-                &["p99 of runs", "broker CPU s", "rate kept, all received"],
+                &[
+                    "ramp p99",
+                    "p99 of runs",
+                    "broker CPU s",
+                    "rate kept, all received",
+                ],
             ]
             .concat();
             out += &render(&headers, &rows);

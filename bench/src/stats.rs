@@ -1,6 +1,8 @@
 //! Small statistics: medians over runs, latency percentiles from an
 //! HdrHistogram, and the UTC date for file names.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -34,6 +36,47 @@ pub fn max_of<T>(items: &[T], f: impl Fn(&T) -> Option<f64>) -> Option<f64> {
 /// from 1 ms to one hour at 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000, 3).expect("valid histogram bounds")
+}
+
+/// Latencies of one run split at a cut (next offset per partition): the
+/// ramp, records before it, while the load settles at its rate; and the
+/// measured window, records at or past it.
+pub struct Split {
+    pub ramp: Histogram<u64>,
+    pub measured: Histogram<u64>,
+}
+
+impl Split {
+    pub fn new() -> Self {
+        Self {
+            ramp: latency_histogram(),
+            measured: latency_histogram(),
+        }
+    }
+
+    /// Records `ms` for the record at `offset` of `partition`; without a
+    /// cut yet it belongs to the ramp.
+    pub fn record(
+        &mut self,
+        cut: Option<&BTreeMap<i32, i64>>,
+        partition: i32,
+        offset: i64,
+        ms: u64,
+    ) {
+        let measured = cut.is_some_and(|c| offset >= c.get(&partition).copied().unwrap_or(0));
+        let h = if measured {
+            &mut self.measured
+        } else {
+            &mut self.ramp
+        };
+        h.saturating_record(ms);
+    }
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The percentiles the report shows, in milliseconds.
@@ -117,6 +160,21 @@ mod tests {
         assert!((p.p50_ms - 500.0).abs() <= 1.0);
         assert!((p.p99_ms - 990.0).abs() <= 1.0);
         assert_eq!(p.max_ms, 1000.0);
+    }
+
+    #[test]
+    fn a_split_sends_records_before_the_cut_to_the_ramp() {
+        let mut split = Split::new();
+        split.record(None, 0, 500, 90);
+        let cut = BTreeMap::from([(0, 100), (1, 200)]);
+        split.record(Some(&cut), 0, 99, 80);
+        split.record(Some(&cut), 0, 100, 5);
+        split.record(Some(&cut), 1, 150, 70);
+        split.record(Some(&cut), 1, 250, 6);
+        // A partition the cut does not name starts at 0.
+        split.record(Some(&cut), 2, 0, 7);
+        assert_eq!((split.ramp.len(), split.ramp.max()), (3, 90));
+        assert_eq!((split.measured.len(), split.measured.max()), (3, 7));
     }
 
     #[test]
