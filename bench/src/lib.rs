@@ -143,15 +143,26 @@ pub fn run(args: &Args) -> Result<Results> {
     }
     if args.runs_phase(Phase::Latency) {
         for &rate in &settings.rates {
+            let warm_up = if settings.latency_warm_up_secs > 0.0 {
+                match bench.latency(rate, 0, settings.latency_warm_up_secs) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        fail(&mut r, format!("latency {rate}/s warm-up run"), e);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             let mut runs = vec![];
             for run in 1..=settings.latency_runs {
-                match bench.latency(rate, run) {
+                match bench.latency(rate, run, settings.phase_secs) {
                     Ok(l) => runs.push(l),
                     Err(e) => fail(&mut r, format!("latency {rate}/s run {run}"), e),
                 }
             }
             if !runs.is_empty() {
-                r.latency.push(LatencyRate::new(rate, runs));
+                r.latency.push(LatencyRate::new(rate, runs, warm_up));
             }
         }
     }

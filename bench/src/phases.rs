@@ -68,6 +68,8 @@ pub struct DrainRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyRun {
     pub topic: String,
+    /// 1, 2, …; 0 for the warm-up run.
+    pub run: usize,
     /// Produce → notification line (the master's `latency_ms`), of the
     /// records of the measured window (after the ramp).
     pub latency: Percentiles,
@@ -327,9 +329,10 @@ impl Bench {
         })
     }
 
-    /// The producer at `rate` for the phase duration into a fresh topic,
-    /// with master + 2 workers already running.
-    pub fn latency(&self, rate: u32, run: usize) -> Result<LatencyRun> {
+    /// The producer at `rate` for the ramp and `secs` more into a fresh
+    /// topic, with master + 2 workers already running. Run 0 is the
+    /// warm-up run.
+    pub fn latency(&self, rate: u32, run: usize, secs: f64) -> Result<LatencyRun> {
         let s = &self.settings;
         let topic = format!("{}-lat{rate}-{run}", self.prefix);
         kafka::create_topic(&s.bootstrap_servers, &topic, s.partitions)?;
@@ -340,7 +343,7 @@ impl Bench {
         p.wait_assigned(2, Duration::from_secs(60))?;
         let warm = self.warm_up(&mut p, &topic, &group)?;
         let dir = p.setup.dir.clone();
-        let load = self.load(&dir, &topic, rate, run, &warm, Measured::Pipeline)?;
+        let load = self.load(&dir, &topic, rate, run, secs, &warm, Measured::Pipeline)?;
         let report = load.producer.clone();
         let produced_at = Instant::now();
         let end = kafka::end_offsets(&s.bootstrap_servers, &topic)?;
@@ -371,7 +374,7 @@ impl Bench {
         )?;
         let latency = Percentiles::of(&split.measured);
         let ramp_latency = Percentiles::of(&split.ramp);
-        let kept_rate = self.kept_rate(&report);
+        let kept_rate = self.kept_rate(&report, secs);
         tracing::info!(
             rate,
             achieved = report.events_per_sec as u64,
@@ -385,6 +388,7 @@ impl Bench {
         );
         Ok(LatencyRun {
             topic,
+            run,
             latency,
             ramp_latency,
             kafka_latency,
@@ -415,7 +419,8 @@ impl Bench {
         // warm-up: not the first moments of a topic created just now.
         self.produce_warm_up(&dir, &topic)?;
         let start = kafka::end_offsets(&s.bootstrap_servers, &topic)?;
-        let load = self.load(&dir, &topic, rate, run, &start, Measured::KafkaAlone)?;
+        let secs = s.phase_secs;
+        let load = self.load(&dir, &topic, rate, run, secs, &start, Measured::KafkaAlone)?;
         let report = load.producer.clone();
         // The last records' way to the tail.
         std::thread::sleep(Duration::from_secs(2));
@@ -439,7 +444,7 @@ impl Bench {
             rate,
             latency,
             ramp_latency,
-            kept_rate: self.kept_rate(&report),
+            kept_rate: self.kept_rate(&report, secs),
             received,
             producer: report,
             broker_cpu_secs,
@@ -529,7 +534,7 @@ impl Bench {
     /// The measured load of a latency or Kafka-alone run: a bare consumer
     /// tailing `topic` from `start` (for the pipeline only with
     /// `--kafka-tail`), then the producer at `rate` for the ramp and the
-    /// phase's duration, until it is done. The measured window starts at
+    /// `secs` more, until it is done. The measured window starts at
     /// the topic's end offsets once the ramp is over: the first seconds of
     /// a run (a rate step from nothing, new clients) are reported apart.
     fn load(
@@ -538,6 +543,7 @@ impl Bench {
         topic: &str,
         rate: u32,
         run: usize,
+        secs: f64,
         start: &Offsets,
         measured: Measured,
     ) -> Result<Load> {
@@ -561,14 +567,8 @@ impl Bench {
         } else {
             None
         };
-        let count = (f64::from(rate) * (s.ramp_secs + s.phase_secs)).round() as u64;
-        tracing::info!(
-            rate,
-            ramp_secs = s.ramp_secs,
-            secs = s.phase_secs,
-            count,
-            "{what}"
-        );
+        let count = (f64::from(rate) * (s.ramp_secs + secs)).round() as u64;
+        tracing::info!(rate, run, ramp_secs = s.ramp_secs, secs, count, "{what}");
         let mut producer = pipeline::spawn_producer(
             &self.bins,
             &s.bootstrap_servers,
@@ -593,7 +593,7 @@ impl Bench {
             let _ = t.cut.set(cut.clone());
         }
         let cpu_before = self.broker_cpu();
-        let timeout = Duration::from_secs_f64((s.ramp_secs + s.phase_secs) * 3.0 + 120.0);
+        let timeout = Duration::from_secs_f64((s.ramp_secs + secs) * 3.0 + 120.0);
         let producer = pipeline::finish_producer(&mut producer, timeout)?;
         Ok(Load {
             producer,
@@ -617,10 +617,9 @@ impl Bench {
     }
 
     /// The producer sent everything within 5% (+1 s for its connection and
-    /// final flush) of the planned ramp and duration.
-    fn kept_rate(&self, report: &ProducerReport) -> bool {
-        let s = &self.settings;
-        report.secs <= (s.ramp_secs + s.phase_secs) * 1.05 + 1.0
+    /// final flush) of the planned ramp and `secs`.
+    fn kept_rate(&self, report: &ProducerReport, secs: f64) -> bool {
+        report.secs <= (self.settings.ramp_secs + secs) * 1.05 + 1.0
     }
 
     /// Warms the pipeline up before a latency run: 500 records at 500/s,

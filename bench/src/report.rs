@@ -74,10 +74,17 @@ pub struct LatencyRate {
     pub kept_rate: bool,
     pub caught_up: bool,
     pub runs: Vec<LatencyRun>,
+    /// The run before them (`--latency-warm-up`), in none of the figures above.
+    pub warm_up: Option<LatencyRun>,
 }
 
 impl LatencyRate {
-    pub fn new(rate: u32, runs: Vec<LatencyRun>) -> Self {
+    /// The warm-up run, if any, then the measured runs.
+    pub fn every_run(&self) -> impl Iterator<Item = &LatencyRun> {
+        self.warm_up.iter().chain(&self.runs)
+    }
+
+    pub fn new(rate: u32, runs: Vec<LatencyRun>, warm_up: Option<LatencyRun>) -> Self {
         let mut all = stats::latency_histogram();
         for r in &runs {
             if let Some(h) = &r.histogram {
@@ -102,6 +109,7 @@ impl LatencyRate {
             kept_rate: !runs.is_empty() && runs.iter().all(|r| r.kept_rate),
             caught_up: !runs.is_empty() && runs.iter().all(|r| r.caught_up),
             runs,
+            warm_up,
         }
     }
 }
@@ -230,7 +238,7 @@ impl Results {
             masters.push(&d.master);
             workers.extend(&d.workers);
         }
-        for r in self.latency.iter().flat_map(|l| &l.runs) {
+        for r in self.latency.iter().flat_map(LatencyRate::every_run) {
             masters.push(&r.master);
             workers.extend(&r.workers);
         }
@@ -435,6 +443,25 @@ impl Results {
             ]
             .concat();
             out += &render(&headers, &rows);
+            let warm_ups: Vec<String> = self
+                .latency
+                .iter()
+                .filter_map(|l| {
+                    let w = l.warm_up.as_ref()?;
+                    Some(format!(
+                        "{}/s p99 {} ms",
+                        thousands(f64::from(l.rate)),
+                        w.latency.p99_ms
+                    ))
+                })
+                .collect();
+            if !warm_ups.is_empty() {
+                out += &format!(
+                    "warm-up run before each rate ({}s after the ramp; in none of the figures above): {}\n",
+                    self.settings.latency_warm_up_secs,
+                    warm_ups.join(", ")
+                );
+            }
         }
 
         if !self.floor.is_empty() {
@@ -522,13 +549,13 @@ impl Results {
             );
         }
         for l in &self.latency {
-            for (i, r) in l.runs.iter().enumerate() {
+            for r in l.every_run() {
+                let run = match r.run {
+                    0 => "warm-up".to_string(),
+                    n => format!("run {n}"),
+                };
                 phase_row(
-                    format!(
-                        "latency {} ev/s run {}",
-                        thousands(f64::from(l.rate)),
-                        i + 1
-                    ),
+                    format!("latency {} ev/s {run}", thousands(f64::from(l.rate))),
                     Some(r.producer.secs),
                     &r.master,
                     &r.workers,
