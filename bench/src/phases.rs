@@ -134,6 +134,15 @@ struct Window<'a> {
     split: &'a mut Split,
 }
 
+/// What a [`Bench::load`] produces: `rate` events/s for the ramp and
+/// `secs` more, in run `run` (0: the warm-up run).
+#[derive(Clone, Copy)]
+struct Schedule {
+    rate: u32,
+    run: usize,
+    secs: f64,
+}
+
 /// Whose latency a [`Bench::load`] measures.
 #[derive(Clone, Copy)]
 enum Measured {
@@ -343,7 +352,8 @@ impl Bench {
         p.wait_assigned(2, Duration::from_secs(60))?;
         let warm = self.warm_up(&mut p, &topic, &group)?;
         let dir = p.setup.dir.clone();
-        let load = self.load(&dir, &topic, rate, run, secs, &warm, Measured::Pipeline)?;
+        let schedule = Schedule { rate, run, secs };
+        let load = self.load(&dir, &topic, schedule, &warm, Measured::Pipeline)?;
         let report = load.producer.clone();
         let produced_at = Instant::now();
         let end = kafka::end_offsets(&s.bootstrap_servers, &topic)?;
@@ -420,7 +430,8 @@ impl Bench {
         self.produce_warm_up(&dir, &topic)?;
         let start = kafka::end_offsets(&s.bootstrap_servers, &topic)?;
         let secs = s.phase_secs;
-        let load = self.load(&dir, &topic, rate, run, secs, &start, Measured::KafkaAlone)?;
+        let schedule = Schedule { rate, run, secs };
+        let load = self.load(&dir, &topic, schedule, &start, Measured::KafkaAlone)?;
         let report = load.producer.clone();
         // The last records' way to the tail.
         std::thread::sleep(Duration::from_secs(2));
@@ -541,9 +552,7 @@ impl Bench {
         &self,
         dir: &Path,
         topic: &str,
-        rate: u32,
-        run: usize,
-        secs: f64,
+        Schedule { rate, run, secs }: Schedule,
         start: &Offsets,
         measured: Measured,
     ) -> Result<Load> {
