@@ -57,6 +57,14 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration)]
     pub ramp: Option<Duration>,
 
+    /// Before anything is measured, warm the brokers up: 100,000 records
+    /// filled and drained by the pipeline, then the pipeline at 10,000
+    /// events/s for this long; only a note reports it. A cluster just
+    /// started runs cold for minutes (its JIT); 0s for none [full: 90s,
+    /// quick: 0s].
+    #[arg(long, value_parser = parse_duration)]
+    pub cluster_warm_up: Option<Duration>,
+
     /// A run at each latency rate before the measured ones, this long after
     /// its ramp, reported apart and left out of the medians (the first run
     /// at a new rate was the slowest in every full run); 0s for none [full:
@@ -159,6 +167,7 @@ pub struct Settings {
     pub phase_secs: f64,
     pub ramp_secs: f64,
     pub latency_warm_up_secs: f64,
+    pub cluster_warm_up_secs: f64,
     pub latency_runs: usize,
     pub failover_runs: usize,
     pub failover_rate: u32,
@@ -190,6 +199,10 @@ impl Args {
                 .latency_warm_up
                 .unwrap_or(Duration::from_secs(if q { 0 } else { 30 }))
                 .as_secs_f64(),
+            cluster_warm_up_secs: self
+                .cluster_warm_up
+                .unwrap_or(Duration::from_secs(if q { 0 } else { 90 }))
+                .as_secs_f64(),
             latency_runs: self.latency_runs.unwrap_or(if q { 1 } else { 3 }).max(1),
             failover_runs: self.failover_runs.unwrap_or(if q { 2 } else { 5 }).max(1),
             failover_rate: self.failover_rate,
@@ -214,7 +227,14 @@ mod tests {
             (full.records, full.runs, full.phase_secs, full.failover_runs),
             (1_000_000, 3, 60.0, 5)
         );
-        assert_eq!((full.ramp_secs, full.latency_warm_up_secs), (10.0, 30.0));
+        assert_eq!(
+            (
+                full.ramp_secs,
+                full.latency_warm_up_secs,
+                full.cluster_warm_up_secs
+            ),
+            (10.0, 30.0, 90.0)
+        );
         assert_eq!(full.rates, vec![1000, 10_000, 50_000]);
         let quick = Args::try_parse_from(["b", "--quick", "--records", "5000"])
             .unwrap()
@@ -231,7 +251,14 @@ mod tests {
         let no_ramp = Args::try_parse_from(["b", "--ramp", "0s"]).unwrap();
         assert_eq!(no_ramp.settings().ramp_secs, 0.0);
         let quick = Args::try_parse_from(["b", "--quick"]).unwrap().settings();
-        assert_eq!((quick.ramp_secs, quick.latency_warm_up_secs), (2.0, 0.0));
+        assert_eq!(
+            (
+                quick.ramp_secs,
+                quick.latency_warm_up_secs,
+                quick.cluster_warm_up_secs
+            ),
+            (2.0, 0.0, 0.0)
+        );
         // The bare consumer beside the pipeline costs it latency: opt-in only.
         assert!(!full.kafka_tail);
         let tailed = Args::try_parse_from(["b", "--kafka-tail"]).unwrap();

@@ -108,6 +108,12 @@ pub fn run(args: &Args) -> Result<Results> {
         r.errors.push(format!("{what}: {e:#}"));
     };
 
+    if settings.cluster_warm_up_secs > 0.0 {
+        match bench.warm_cluster(settings.cluster_warm_up_secs) {
+            Ok(note) => r.notes.push(note),
+            Err(e) => fail(&mut r, "cluster warm-up".into(), e),
+        }
+    }
     if args.runs_phase(Phase::Ceiling) || args.runs_phase(Phase::Drain) {
         match bench.fill() {
             Ok(f) => r.fill = Some(f),

@@ -22,6 +22,7 @@ use crate::procs::{self, Proc, Usage};
 use crate::stats::{Percentiles, Split};
 
 /// What every phase needs: the settings, the binaries, names and folders.
+#[derive(Clone)]
 pub struct Bench {
     pub settings: Settings,
     pub bins: Binaries,
@@ -222,6 +223,39 @@ impl Bench {
         if let Err(e) = kafka::delete_topics(&self.settings.bootstrap_servers, topic) {
             tracing::warn!(topic, error = %format!("{e:#}"), "could not delete a run's topics");
         }
+    }
+
+    /// Warms the cluster up, measuring nothing: 100,000 records filled and
+    /// drained by the pipeline, then the pipeline at 10,000 events/s for
+    /// `secs` (after the ramp). Returns a line for the report's notes.
+    pub fn warm_cluster(&self, secs: f64) -> Result<String> {
+        const RECORDS: u64 = 100_000;
+        const RATE: u32 = 10_000;
+        let small = Bench {
+            settings: Settings {
+                records: RECORDS,
+                ..self.settings.clone()
+            },
+            prefix: format!("{}-warm", self.prefix),
+            work_dir: self.work_dir.join("warm-up"),
+            ..self.clone()
+        };
+        tracing::info!(
+            records = RECORDS,
+            rate = RATE,
+            secs,
+            "warming the cluster up (not measured)"
+        );
+        let filled = small.fill()?;
+        let drained = small.drain(&filled, 0);
+        small.done_with(&filled.topic);
+        let drained = drained?;
+        let run = small.latency(RATE, 0, secs)?;
+        Ok(format!(
+            "cluster warm-up before the measurements (not in any figure): {} records \
+             drained at {:.0} ev/s; {} ev/s for {secs} s after a {} s ramp: p99 {} ms",
+            RECORDS, drained.events_per_sec, RATE, self.settings.ramp_secs, run.latency.p99_ms
+        ))
     }
 
     /// Writes `records` records into a fresh topic, as fast as the brokers take them.
