@@ -629,6 +629,9 @@ impl Bench {
             Ok(cut) => cut,
             Err(e) => {
                 producer.terminate(Duration::from_secs(10));
+                if let Some(t) = tail {
+                    let _ = t.finish();
+                }
                 return Err(e);
             }
         };
