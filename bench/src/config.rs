@@ -175,6 +175,11 @@ pub struct Settings {
     pub kafka_tail: bool,
 }
 
+/// A duration flag in seconds, or the preset's whole seconds when not given.
+fn secs(flag: Option<Duration>, preset: u64) -> f64 {
+    flag.unwrap_or(Duration::from_secs(preset)).as_secs_f64()
+}
+
 impl Args {
     /// Applies the full or quick preset where a flag was not given.
     pub fn settings(&self) -> Settings {
@@ -187,22 +192,10 @@ impl Args {
             runs: self.runs.unwrap_or(if q { 2 } else { 3 }).max(1),
             rates: self.rates.clone(),
             floor_rates: self.floor_rates.clone(),
-            phase_secs: self
-                .phase_duration
-                .unwrap_or(Duration::from_secs(if q { 10 } else { 60 }))
-                .as_secs_f64(),
-            ramp_secs: self
-                .ramp
-                .unwrap_or(Duration::from_secs(if q { 2 } else { 10 }))
-                .as_secs_f64(),
-            latency_warm_up_secs: self
-                .latency_warm_up
-                .unwrap_or(Duration::from_secs(if q { 0 } else { 30 }))
-                .as_secs_f64(),
-            cluster_warm_up_secs: self
-                .cluster_warm_up
-                .unwrap_or(Duration::from_secs(if q { 0 } else { 90 }))
-                .as_secs_f64(),
+            phase_secs: secs(self.phase_duration, if q { 10 } else { 60 }),
+            ramp_secs: secs(self.ramp, if q { 2 } else { 10 }),
+            latency_warm_up_secs: secs(self.latency_warm_up, if q { 0 } else { 30 }),
+            cluster_warm_up_secs: secs(self.cluster_warm_up, if q { 0 } else { 90 }),
             latency_runs: self.latency_runs.unwrap_or(if q { 1 } else { 3 }).max(1),
             failover_runs: self.failover_runs.unwrap_or(if q { 2 } else { 5 }).max(1),
             failover_rate: self.failover_rate,
