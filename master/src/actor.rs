@@ -68,6 +68,8 @@ pub enum Command {
     Failed { session: SessionId, error: Error },
     /// New partitions of the input topic, at their start positions.
     AddPartitions(BTreeMap<i32, i64>),
+    /// The input partitions' leaders changed (or were read the first time).
+    Leaders(crate::assignment::Leaders),
     /// The Admin service's view.
     Snapshot(oneshot::Sender<Snapshot>),
 }
@@ -284,6 +286,10 @@ impl Actor {
             Command::Closed { session, reason } => self.core.closed(session, &reason),
             Command::Failed { session, error } => self.core.fail(session, error),
             Command::AddPartitions(positions) => self.core.add_partitions(positions),
+            Command::Leaders(leaders) => {
+                self.core.set_leaders(leaders);
+                return Ok(());
+            }
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.core.snapshot());
                 return Ok(());

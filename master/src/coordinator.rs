@@ -246,6 +246,8 @@ pub struct Coordinator {
     next_session: SessionId,
     /// The last generation handed out (see [`next_generation`]).
     last_generation: u64,
+    /// Leader broker of each partition, a preference of [`assignment::balance`].
+    leaders: assignment::Leaders,
     stats: Stats,
 }
 
@@ -272,8 +274,15 @@ impl Coordinator {
             sessions: HashMap::new(),
             next_session: 1,
             last_generation: 0,
+            leaders: assignment::Leaders::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// The partitions' leaders as the metadata shows them now. Nothing
+    /// moves: the next rebalance prefers them.
+    pub fn set_leaders(&mut self, leaders: assignment::Leaders) {
+        self.leaders = leaders;
     }
 
     /// A new session says hello: welcome it and give it a fair share.
@@ -707,7 +716,7 @@ impl Coordinator {
                 _ => None,
             })
             .collect();
-        let target = assignment::balance(&all, &live, &current);
+        let target = assignment::balance(&all, &live, &current, &self.leaders);
 
         let mut moved = false;
         for (&partition, part) in self.partitions.iter_mut() {

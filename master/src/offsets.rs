@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::actor::Command;
+use crate::assignment::Leaders;
 
 /// Where a partition starts: the group's committed offset if there is one,
 /// else the partition's earliest offset.
@@ -104,15 +105,24 @@ impl Offsets {
         })
     }
 
-    /// Partition count of the topic, `None` if it does not exist.
-    pub async fn partition_count(&self) -> KafkaResult<Option<usize>> {
+    /// Partition count of the topic and the leader of each partition that
+    /// has one; `None` if the topic does not exist.
+    pub async fn layout(&self) -> KafkaResult<Option<(usize, Leaders)>> {
         self.blocking(|c, topic, timeout| {
             let md = c.fetch_metadata(Some(topic), timeout)?;
             Ok(md
                 .topics()
                 .iter()
                 .find(|t| t.name() == topic && t.error().is_none())
-                .map(|t| t.partitions().len()))
+                .map(|t| {
+                    let leaders = t
+                        .partitions()
+                        .iter()
+                        .filter(|p| p.leader() >= 0)
+                        .map(|p| (p.id(), p.leader()))
+                        .collect();
+                    (t.partitions().len(), leaders)
+                }))
         })
         .await
     }
@@ -201,8 +211,9 @@ pub async fn watch_watermarks(
     }
 }
 
-/// Re-reads the topic's partition count every `interval`; new partitions
-/// go to the coordinator at their start positions.
+/// Reads the topic's partition count and leaders at once and then every
+/// `interval`; new partitions go to the coordinator at their start
+/// positions, changed leaders as a preference for its next rebalance.
 pub async fn watch_partitions(
     offsets: Arc<Offsets>,
     known_tx: watch::Sender<usize>,
@@ -212,20 +223,33 @@ pub async fn watch_partitions(
     shutdown: CancellationToken,
 ) {
     let mut known = *known_tx.borrow();
+    let mut leaders_sent: Option<Leaders> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    tick.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let count = tokio::select! {
+        let layout = tokio::select! {
             _ = shutdown.cancelled() => return,
-            count = offsets.partition_count() => count,
+            layout = offsets.layout() => layout,
         };
-        let count = match count {
-            Ok(Some(n)) => n,
+        let count = match layout {
+            Ok(Some((n, leaders))) => {
+                if leaders_sent.as_ref() != Some(&leaders) {
+                    debug!(topic = %offsets.topic, ?leaders, "partition leaders");
+                    if commands
+                        .send(Command::Leaders(leaders.clone()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    leaders_sent = Some(leaders);
+                }
+                n
+            }
             Ok(None) => {
                 warn!(topic = %offsets.topic, "input topic not found in metadata");
                 continue;
