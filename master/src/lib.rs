@@ -167,7 +167,7 @@ pub async fn serve_to<W: Write + Send + 'static>(
         high_watermarks: Default::default(),
     });
 
-    let core = Coordinator::new(
+    let mut core = Coordinator::new(
         Settings {
             topic: topic.clone(),
             heartbeat_interval: config.heartbeat_interval,
@@ -178,6 +178,16 @@ pub async fn serve_to<W: Write + Send + 'static>(
         },
         starts.iter().map(|s| (s.partition, s.position)).collect(),
     );
+    // Before any worker joins: the first rebalance already prefers them.
+    let leaders = match offsets.layout().await {
+        Ok(Some((_, leaders))) => leaders,
+        Ok(None) => Default::default(),
+        Err(e) => {
+            warn!(error = %e, "could not read the input partitions' leaders; assigning without them");
+            Default::default()
+        }
+    };
+    core.set_leaders(leaders.clone());
 
     // Console: its own blocking thread; a failed write stops the master.
     let (console_tx, console_rx) = mpsc::channel(notifier::QUEUE_CAPACITY);
@@ -240,6 +250,7 @@ pub async fn serve_to<W: Write + Send + 'static>(
         count_tx,
         commands.clone(),
         view_tx,
+        leaders,
         config.metadata_interval,
         stop.clone(),
     ));

@@ -211,21 +211,23 @@ pub async fn watch_watermarks(
     }
 }
 
-/// Reads the topic's partition count and leaders at once and then every
-/// `interval`; new partitions go to the coordinator at their start
-/// positions, changed leaders as a preference for its next rebalance.
+/// Re-reads the topic's partition count and leaders every `interval`; new
+/// partitions go to the coordinator at their start positions, leaders that
+/// differ from the last known (`leaders`) as a preference for its next
+/// rebalance.
 pub async fn watch_partitions(
     offsets: Arc<Offsets>,
     known_tx: watch::Sender<usize>,
     commands: mpsc::Sender<Command>,
     view: watch::Sender<OffsetsView>,
+    mut leaders: Leaders,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     let mut known = *known_tx.borrow();
-    let mut leaders_sent: Option<Leaders> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -236,17 +238,13 @@ pub async fn watch_partitions(
             layout = offsets.layout() => layout,
         };
         let count = match layout {
-            Ok(Some((n, leaders))) => {
-                if leaders_sent.as_ref() != Some(&leaders) {
-                    debug!(topic = %offsets.topic, ?leaders, "partition leaders");
-                    if commands
-                        .send(Command::Leaders(leaders.clone()))
-                        .await
-                        .is_err()
-                    {
+            Ok(Some((n, now))) => {
+                if now != leaders {
+                    debug!(topic = %offsets.topic, leaders = ?now, "partition leaders changed");
+                    if commands.send(Command::Leaders(now.clone())).await.is_err() {
                         return;
                     }
-                    leaders_sent = Some(leaders);
+                    leaders = now;
                 }
                 n
             }

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::classify::Kind;
 use common::pb::{self, session_request::Body, session_response};
@@ -358,7 +358,12 @@ async fn a_second_worker_takes_half_after_the_ack_and_everything_returns_when_it
     let mut b = FakeWorker::connect(&m.url(), "").await.unwrap();
     assert_eq!(b.id.len(), 36, "the master names a worker without an id");
     let revoked = a.revokes(2).await;
-    assert_eq!(revoked.keys().copied().collect::<Vec<_>>(), [2, 3]);
+    // Which two depends on the partitions' leaders (a worker keeps those
+    // of as few leaders as it can); `a` drains one and acknowledges both.
+    let (idle, drained) = {
+        let mut p = revoked.keys().copied();
+        (p.next().unwrap(), p.next().unwrap())
+    };
     for (p, r) in &revoked {
         assert_eq!(r.generation, first[p].generation);
     }
@@ -371,32 +376,43 @@ async fn a_second_worker_takes_half_after_the_ack_and_everything_returns_when_it
         .unwrap()
         .into_inner();
     assert_eq!(
-        list.assignments[3].state,
+        list.assignments[drained as usize].state,
         pb::AssignmentState::Revoking as i32
     );
 
-    // `a` drains partition 3, then acknowledges both.
-    a.results(3, first[&3].generation, vec![result(0, pb::Outcome::Short)])
-        .await;
+    a.results(
+        drained,
+        first[&drained].generation,
+        vec![result(0, pb::Outcome::Short)],
+    )
+    .await;
     for (p, r) in &revoked {
         a.send(Body::RevokeAck(pb::RevokeAck {
             partition: *p,
             generation: r.generation,
-            next_offset: if *p == 3 { 1 } else { 0 },
+            next_offset: if *p == drained { 1 } else { 0 },
         }))
         .await;
     }
     let moved = b.assigns(2).await;
     let newest = first.values().map(|x| x.generation).max().unwrap();
-    assert_eq!(moved[&3].start_offset, 1, "from where `a` stopped");
-    assert_eq!(moved[&2].start_offset, 0);
+    assert_eq!(moved[&drained].start_offset, 1, "from where `a` stopped");
+    assert_eq!(moved[&idle].start_offset, 0);
     assert!(moved.values().all(|x| x.generation > newest));
 
-    // `a`'s zombie result for partition 3 is fenced; `b`'s is notified.
-    a.results(3, first[&3].generation, vec![result(1, pb::Outcome::Short)])
-        .await;
-    b.results(3, moved[&3].generation, vec![result(1, pb::Outcome::Long)])
-        .await;
+    // `a`'s zombie result for the drained partition is fenced; `b`'s is notified.
+    a.results(
+        drained,
+        first[&drained].generation,
+        vec![result(1, pb::Outcome::Short)],
+    )
+    .await;
+    b.results(
+        drained,
+        moved[&drained].generation,
+        vec![result(1, pb::Outcome::Long)],
+    )
+    .await;
     let s = eventually("both batches applied", || async {
         let s = stats(&m).await;
         (s.records_processed == 2 && s.stale_batches_rejected == 1).then_some(s)
@@ -411,14 +427,14 @@ async fn a_second_worker_takes_half_after_the_ack_and_everything_returns_when_it
     b.send(Body::Leave(pb::Leave {
         progress: vec![
             pb::PartitionProgress {
-                partition: 2,
-                generation: moved[&2].generation,
+                partition: idle,
+                generation: moved[&idle].generation,
                 next_offset: 0,
                 high_watermark: -1,
             },
             pb::PartitionProgress {
-                partition: 3,
-                generation: moved[&3].generation,
+                partition: drained,
+                generation: moved[&drained].generation,
                 next_offset: 2,
                 high_watermark: -1,
             },
@@ -426,7 +442,7 @@ async fn a_second_worker_takes_half_after_the_ack_and_everything_returns_when_it
     }))
     .await;
     let back = a.assigns(2).await;
-    assert_eq!(back[&3].start_offset, 2);
+    assert_eq!(back[&drained].start_offset, 2);
     assert!(
         b.next().await.unwrap().is_none(),
         "b's session ends cleanly"
@@ -455,6 +471,67 @@ async fn a_second_worker_takes_half_after_the_ack_and_everything_returns_when_it
     assert!(lines[0].starts_with("¡Gracias, Valentina! Tu compra de Colchón (folio QZX-0000)"));
     assert!(lines[1]
         .starts_with("Lamentamos la espera, Valentina: tu compra de Colchón (folio QZX-0001)"));
+    m.stop().await;
+}
+
+/// The leader of each partition of `topic`, from the cluster's metadata.
+async fn leaders(config: &master::config::Config, topic: &str) -> BTreeMap<i32, i32> {
+    let md = common::kafka::fetch_metadata(&config.kafka, Some(topic))
+        .await
+        .expect("metadata");
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .expect("topic");
+    t.partitions()
+        .iter()
+        .map(|p| (p.id(), p.leader()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_worker_splits_the_partitions_along_their_leaders() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-leaders");
+    let group = unique("master-grpc-leaders-group");
+    let config = config(&bootstrap, &topic, &group, &[]);
+    topic_with_records(&config, 6, 0).await;
+    let leaders = leaders(&config, &topic).await;
+    let brokers: BTreeSet<i32> = leaders.values().copied().collect();
+    assert_eq!(
+        brokers.len(),
+        3,
+        "6 partitions led by the 3 nodes: {leaders:?}"
+    );
+    let m = Master::start(config).await;
+
+    let mut a = FakeWorker::connect(&m.url(), "a").await.unwrap();
+    let first = a.assigns(6).await;
+    let mut b = FakeWorker::connect(&m.url(), "b").await.unwrap();
+    let revoked = a.revokes(3).await;
+    for (p, r) in &revoked {
+        a.send(Body::RevokeAck(pb::RevokeAck {
+            partition: *p,
+            generation: r.generation,
+            next_offset: 0,
+        }))
+        .await;
+    }
+    let moved = b.assigns(3).await;
+    let kept: Vec<i32> = first
+        .keys()
+        .filter(|p| !revoked.contains_key(p))
+        .copied()
+        .collect();
+    let a_reads: BTreeSet<i32> = kept.iter().map(|p| leaders[p]).collect();
+    let b_reads: BTreeSet<i32> = moved.keys().map(|p| leaders[p]).collect();
+    // Leader-blind, each would read from all three nodes (six fetch sessions).
+    assert!(
+        a_reads.len() + b_reads.len() <= 4,
+        "a keeps {kept:?} (leaders {a_reads:?}), b gets {:?} (leaders {b_reads:?}); leaders {leaders:?}",
+        moved.keys().collect::<Vec<_>>()
+    );
     m.stop().await;
 }
 
