@@ -68,7 +68,7 @@ pub enum Command {
     Failed { session: SessionId, error: Error },
     /// New partitions of the input topic, at their start positions.
     AddPartitions(BTreeMap<i32, i64>),
-    /// The input partitions' leaders changed (or were read the first time).
+    /// The input partitions' leaders changed (a preference for the next rebalance).
     Leaders(crate::assignment::Leaders),
     /// The Admin service's view.
     Snapshot(oneshot::Sender<Snapshot>),

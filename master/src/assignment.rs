@@ -7,8 +7,8 @@
 //! the number of partitions taken from a live owner is the least any balanced
 //! assignment could move.
 //!
-//! Among the assignments that balanced and that sticky, it prefers the one
-//! where each worker's partitions have as few leader brokers as possible: a
+//! Of the assignments that are that balanced and that sticky, it prefers
+//! one where each worker's partitions have as few leader brokers as possible: a
 //! consumer sends one fetch per leader it reads from, and every broker
 //! answers each of its fetches whenever a produce request lands, so fewer
 //! (worker, leader) pairs mean fewer requests for the brokers. Leaders are
@@ -113,16 +113,6 @@ fn leader_counts(partitions: &[i32], leaders: &Leaders) -> BTreeMap<i32, usize> 
     sizes
 }
 
-/// Distinct (worker, leader) pairs of an assignment: the fetch sessions the
-/// workers' consumers keep with the brokers.
-pub fn fetch_pairs<W: Ord>(target: &BTreeMap<i32, W>, leaders: &Leaders) -> usize {
-    target
-        .iter()
-        .filter_map(|(p, w)| leaders.get(p).map(|l| (w, *l)))
-        .collect::<BTreeSet<_>>()
-        .len()
-}
-
 /// Partitions that `target` takes away from a live owner in `current`.
 pub fn moved<W: Ord>(current: &BTreeMap<i32, W>, target: &BTreeMap<i32, W>, live: &[W]) -> usize {
     current
@@ -214,6 +204,16 @@ mod tests {
         let t = balance(&[0, 1], &["a"], &current, &Leaders::new());
         assert_eq!(t, [(0, "a"), (1, "a")].into_iter().collect());
         assert!(balance(&[0, 1], &[] as &[&str], &current, &Leaders::new()).is_empty());
+    }
+
+    /// Distinct (worker, leader) pairs of an assignment: the fetch sessions the
+    /// workers' consumers keep with the brokers.
+    fn fetch_pairs<W: Ord>(target: &BTreeMap<i32, W>, leaders: &Leaders) -> usize {
+        target
+            .iter()
+            .filter_map(|(p, w)| leaders.get(p).map(|l| (w, *l)))
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 
     /// Partition `p` led by `cycle[p % len]` (`None`: no known leader).
