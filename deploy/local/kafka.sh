@@ -212,10 +212,10 @@ transaction.state.log.num.partitions=3
 unclean.leader.election.enable=false
 # The log cleaner's key map (compacted topics: offsets, transactions) lives on
 # the heap: 128 MiB by default, a quarter of a node's heap and above G1's mark
-# threshold with the rest, so G1 (then the collector) marked and mixed all the time. 16 MiB holds
-# ~600k keys, far more than these topics have. Bench at 10k events/s, runs 2-3
-# of 3 x 40 s after drains: p99 22/20 ms vs 39/32, GC pauses 1.7 s vs 2.4 s in
-# total, brokers 42/39 CPU-s vs 51/46.
+# threshold with the rest, so G1 (the collector then) marked and mixed all the
+# time. 16 MiB holds ~600k keys, far more than these topics have. Bench at 10k
+# events/s, runs 2-3 of 3 x 40 s after drains: p99 22/20 ms vs 39/32, GC
+# pauses 1.7 s vs 2.4 s in total, brokers 42/39 CPU-s vs 51/46.
 log.cleaner.dedupe.buffer.size=16777216
 auto.create.topics.enable=false
 num.partitions=$partitions
