@@ -20,9 +20,11 @@
 #   KAFKA_CONTROLLER_BASE  first controller port (default BASE+100)
 #   KAFKA_STATE_DIR        where data, logs and pid files live
 #                          (default deploy/local/.run/kafka-BASE)
-#   KAFKA_HEAP             JVM heap per node (default 512m)
+#   KAFKA_HEAP             JVM heap per node (default 2g; memory is taken as it is
+#                          used: ~1.2 GiB resident per node after a few minutes under load)
 #   KAFKA_GC_OPTS          the nodes' garbage collector flags (default
-#                          "-XX:+UseParallelGC"); GC log in STATE_DIR/node-N/gc.log
+#                          "-XX:+UseParallelGC -XX:NewRatio=1": half the heap young);
+#                          GC log in STATE_DIR/node-N/gc.log
 #   KAFKA_TOPIC            input topic created by `up` (default DataTopic); its
 #                          dead-letter topic is "$KAFKA_TOPIC.DLQ"
 #   KAFKA_PARTITIONS       partitions of the input topic (default 6)
@@ -51,16 +53,22 @@ libs="$cache/libs"
 port_base="${KAFKA_PORT_BASE:-9092}"
 controller_base="${KAFKA_CONTROLLER_BASE:-$((port_base + 100))}"
 state="${KAFKA_STATE_DIR:-$here/.run/kafka-$port_base}"
-heap="${KAFKA_HEAP:-512m}"
-# The parallel collector: a node's young pauses took 6-15 ms with it and
-# 14-30 ms with G1 (-XX:MaxGCPauseMillis=20) on this kind of two-core box,
-# ~130 vs ~200 ms paused per node per minute at 10k events/s, and any node's
-# pause holds every partition's high watermark back (RF 3, acks=all). Bench,
-# 40 s runs at 10k events/s alternating between two warm clusters: p99
-# 23/20/22/34 ms vs 27/30/26/31. Its full collections stop the node (~140 ms
-# for a 90 MiB old generation, `jcmd PID GC.run`); at 10k events/s the old
-# generation fills in about an hour. G1: KAFKA_GC_OPTS="-XX:+UseG1GC".
-gc_opts="${KAFKA_GC_OPTS:--XX:+UseParallelGC}"
+# Any node's GC pause holds every partition's high watermark back (RF 3,
+# acks=all), so the heap is sized for few pauses. The parallel collector: a
+# node's young pauses took 6-15 ms with it and 14-30 ms with G1
+# (-XX:MaxGCPauseMillis=20) on this kind of two-core box; bench, 40 s runs at
+# 10k events/s alternating between two warm clusters, p99 23/20/22/34 ms vs
+# 27/30/26/31 (512 MiB heaps). A 1 GiB young generation (2 GiB heap, half
+# young) instead of ~170 MiB: a pause of ~15-25 ms every ~15 s per node
+# instead of ~6-13 ms every ~3 s (~50 vs ~130 ms paused per node per 40 s
+# run); p99 better in 10 of 12 pairs (22/18/18/22/30/37/24/24 vs
+# 27/31/21/37/30/26/39/35 with 512 MiB; 28/29/16/19 vs 35/33/39/20 with a
+# 1 GiB heap half young), brokers 37-45 vs 41-46 CPU-s per run. Full
+# collections stop the node (~140 ms for a 90 MiB old generation, `jcmd PID
+# GC.run`); at 10k events/s the old generation grows ~4 MiB a minute, so
+# one every few hours under that load. G1: KAFKA_GC_OPTS="-XX:+UseG1GC".
+heap="${KAFKA_HEAP:-2g}"
+gc_opts="${KAFKA_GC_OPTS:--XX:+UseParallelGC -XX:NewRatio=1}"
 topic="${KAFKA_TOPIC:-DataTopic}"
 partitions="${KAFKA_PARTITIONS:-6}"
 ready_timeout="${KAFKA_READY_TIMEOUT:-180}"
