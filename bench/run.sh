@@ -16,6 +16,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 source deploy/local/prereqs.sh
+source deploy/local/flags.sh
+keep_kafka=0
+if env_flag KEEP_KAFKA "leave the benchmark's cluster running"; then keep_kafka=1; fi
 
 export KAFKA_PORT_BASE="${BENCH_KAFKA_PORT_BASE:-19192}"
 # Settings meant for another cluster must not leak into this one.
@@ -26,7 +29,7 @@ bootstrap="$("$kafka" bootstrap)"
 started_kafka=0
 bench_pid=""
 cleanup() {
-  if ((started_kafka)) && [[ -z "${KEEP_KAFKA:-}" ]]; then
+  if ((started_kafka && !keep_kafka)); then
     "$kafka" down
   fi
 }

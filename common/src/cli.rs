@@ -193,28 +193,16 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Parses durations written as `250ms`, `15s`, `2m` or a bare number of seconds.
+/// Parses a duration as `humantime` writes them (`250ms`, `15s`, `2m`,
+/// `1h 30m`), or a bare number of seconds (`3`, `0.5`).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    use std::time::Duration;
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration like 500ms, 15s or 2m, got '{s}'"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => {
-            return Err(format!(
-                "unknown duration unit '{unit}' in '{s}'; use ms, s or m"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration '{s}': {e}"))
+    if let Ok(secs) = s.parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(secs)
+            .map_err(|e| format!("bad duration '{s}': {e}"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("expected a duration like 500ms, 15s, 2m or 1h 30m, got '{s}' ({e})"))
 }
 
 #[cfg(test)]
@@ -293,7 +281,9 @@ mod tests {
         assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("3h").is_err());
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("3 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("abc").is_err());
     }

@@ -1,170 +1,130 @@
-//! Prometheus metrics without a metrics library: histograms on atomics
-//! (cheap enough for a per-record path: one relaxed add per bucket, sum and
-//! count) and a writer of the text exposition format (version 0.0.4), which
-//! the master and the worker fill at scrape time from what they already
-//! count.
+//! Prometheus metrics through the `prometheus-client` crate (the Prometheus
+//! project's own Rust client), in the text exposition format 0.0.4 that
+//! every Prometheus and `promtool check metrics` read.
+//!
+//! Two kinds of metric, as the library intends:
+//! - instruments the record path updates (counters, histograms), each
+//!   registered once in a process's [`Registry`];
+//! - values the process already keeps elsewhere (the master's coordinator
+//!   counters, offsets, per-partition views), written at scrape time by a
+//!   [`Collector`] through [`Families`].
+//!
+//! Histogram bounds are shared here so master and worker agree on them.
 
-use std::fmt::{Display, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+
+pub use prometheus_client::collector::Collector;
+pub use prometheus_client::encoding::DescriptorEncoder;
+pub use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::family::Family;
+pub use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::histogram::Histogram;
+pub use prometheus_client::registry::Registry;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 
 /// The `Content-Type` of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// Bounds of a latency histogram in milliseconds: 1 ms to 60 s.
-pub const LATENCY_MS_BOUNDS: &[u64] = &[
-    1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000,
+/// Bounds of a latency histogram in seconds: 1 ms to 60 s.
+pub const LATENCY_SECONDS_BOUNDS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Bounds of a records-per-batch histogram.
-pub const BATCH_RECORDS_BOUNDS: &[u64] = &[1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 5_000];
-
-/// Bounds of a bytes-per-batch histogram: 256 B to 4 MiB.
-pub const BATCH_BYTES_BOUNDS: &[u64] = &[
-    256, 1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304,
+pub const BATCH_RECORDS_BOUNDS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 5_000.0,
 ];
 
-/// A histogram of integer observations with fixed upper bounds. Exposed
-/// multiplied by `scale` (e.g. observed in ms, exposed in seconds).
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [u64],
-    scale: f64,
-    /// One per bound, plus +Inf; not cumulative.
-    buckets: Box<[AtomicU64]>,
-    sum: AtomicU64,
+/// Bounds of a bytes-per-batch histogram: 256 B to 4 MiB.
+pub const BATCH_BYTES_BOUNDS: &[f64] = &[
+    256.0,
+    1_024.0,
+    4_096.0,
+    16_384.0,
+    65_536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+];
+
+/// A histogram with fixed `bounds`.
+pub fn histogram(bounds: &[f64]) -> Histogram {
+    Histogram::new(bounds.iter().copied())
 }
 
-impl Histogram {
-    pub fn new(bounds: &'static [u64], scale: f64) -> Self {
-        debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]), "sorted bounds");
-        Self {
-            bounds,
-            scale,
-            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0),
-        }
+/// The text exposition of everything in `registry`.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing into a String fails only if an encoder does; ours never do.
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, registry) {
+        tracing::error!(error = %e, "encoding the metrics failed");
     }
-
-    pub fn observe(&self, value: u64) {
-        let i = self.bounds.partition_point(|&b| b < value);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(value, Ordering::Relaxed);
-    }
-
-    /// The counts now. Not atomic as a whole: a scrape racing an observation
-    /// may see its bucket and not yet its sum, which Prometheus tolerates.
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        HistogramSnapshot {
-            bounds: self.bounds,
-            scale: self.scale,
-            buckets: self
-                .buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect(),
-            sum: self.sum.load(Ordering::Relaxed),
-        }
-    }
+    text
 }
 
-/// A histogram's counts at one moment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    bounds: &'static [u64],
-    scale: f64,
-    buckets: Vec<u64>,
-    sum: u64,
+/// The label set of an unlabelled sample.
+const NO_LABELS: [(&str, &str); 0] = [];
+
+/// Writes families at scrape time, from values kept elsewhere. Counter names
+/// are given without `_total`: the encoder adds it, as the library does for
+/// registered counters.
+pub struct Families<'a> {
+    encoder: DescriptorEncoder<'a>,
 }
 
-impl HistogramSnapshot {
-    pub fn count(&self) -> u64 {
-        self.buckets.iter().sum()
+impl<'a> Families<'a> {
+    pub fn new(encoder: DescriptorEncoder<'a>) -> Self {
+        Self { encoder }
     }
 
-    /// What was observed since `earlier` (a snapshot of the same histogram).
-    pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
-        let mut window = self.clone();
-        for (n, then) in window.buckets.iter_mut().zip(&earlier.buckets) {
-            *n = n.saturating_sub(*then);
-        }
-        window.sum = self.sum.saturating_sub(earlier.sum);
-        window
+    /// One unlabelled counter.
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
+        self.counters(name, help, [(NO_LABELS, value)])
     }
 
-    /// The upper bound of the bucket holding quantile `q` (0..=1), in the
-    /// observed unit; the last bound for the +Inf bucket; `None` when empty.
-    pub fn quantile_bound(&self, q: f64) -> Option<u64> {
-        let count = self.count();
-        if count == 0 {
-            return None;
-        }
-        let rank = ((q.clamp(0.0, 1.0) * count as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Some(*self.bounds.get(i).unwrap_or(self.bounds.last()?));
-            }
-        }
-        self.bounds.last().copied()
-    }
-}
-
-/// A text exposition being written: families in the order written.
-#[derive(Debug, Default)]
-pub struct Exposition {
-    text: String,
-}
-
-impl Exposition {
-    pub fn new() -> Self {
-        Self::default()
+    /// One unlabelled gauge.
+    pub fn gauge(&mut self, name: &str, help: &str, value: i64) -> fmt::Result {
+        self.gauges(name, help, [(NO_LABELS, value)])
     }
 
-    /// `# HELP` and `# TYPE` of a family; its samples follow.
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
-        let _ = writeln!(self.text, "# HELP {name} {}", help.replace('\n', " "));
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
-        self
-    }
-
-    /// One sample line.
-    pub fn sample(
+    /// A counter family, one sample per label set.
+    pub fn counters<L: EncodeLabelSet>(
         &mut self,
         name: &str,
-        labels: &[(&str, &str)],
-        value: impl Display,
-    ) -> &mut Self {
-        self.text.push_str(name);
-        write_labels(&mut self.text, labels, None);
-        let _ = writeln!(self.text, " {value}");
-        self
+        help: &str,
+        samples: impl IntoIterator<Item = (L, u64)>,
+    ) -> fmt::Result {
+        let samples = samples.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
+        self.family(name, help, MetricType::Counter, samples)
     }
 
-    /// A family of one unlabelled sample.
-    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: impl Display) -> &mut Self {
-        self.family(name, kind, help).sample(name, &[], value)
+    /// A gauge family, one sample per label set.
+    pub fn gauges<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (L, i64)>,
+    ) -> fmt::Result {
+        let samples = samples.into_iter().map(|(l, v)| (l, ConstGauge::new(v)));
+        self.family(name, help, MetricType::Gauge, samples)
     }
 
-    /// A whole histogram family of one series.
-    pub fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot) -> &mut Self {
-        self.family(name, "histogram", help);
-        let mut cumulative = 0;
-        for (i, n) in h.buckets.iter().enumerate() {
-            cumulative += n;
-            let le = match h.bounds.get(i) {
-                Some(b) => format_float(*b as f64 * h.scale),
-                None => "+Inf".to_owned(),
-            };
-            self.text.push_str(name);
-            self.text.push_str("_bucket");
-            write_labels(&mut self.text, &[], Some(&le));
-            let _ = writeln!(self.text, " {cumulative}");
+    fn family<L: EncodeLabelSet, M: EncodeMetric>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: impl IntoIterator<Item = (L, M)>,
+    ) -> fmt::Result {
+        let mut m = self.encoder.encode_descriptor(name, help, None, kind)?;
+        for (labels, metric) in samples {
+            metric.encode(m.encode_family(&labels)?)?;
         }
-        let sum = format_float(h.sum as f64 * h.scale);
-        let _ = writeln!(self.text, "{name}_sum {sum}");
-        let _ = writeln!(self.text, "{name}_count {cumulative}");
-        self
+        Ok(())
     }
 
     /// Gauge families with one sample per partition of `rows` (a row whose
@@ -173,25 +133,19 @@ impl Exposition {
         &mut self,
         gauges: &[PartitionGauge<T>],
         rows: &[(i32, T)],
-    ) -> &mut Self {
+    ) -> fmt::Result {
         for g in gauges {
-            self.family(g.name, "gauge", g.help);
-            for (partition, row) in rows {
-                if let Some(v) = (g.value)(row) {
-                    self.sample(g.name, &[("partition", &partition.to_string())], v);
-                }
-            }
+            let samples = rows.iter().filter_map(|(partition, row)| {
+                (g.value)(row).map(|v| ([("partition", partition.to_string())], v))
+            });
+            self.gauges(g.name, g.help, samples)?;
         }
-        self
-    }
-
-    pub fn finish(self) -> String {
-        self.text
+        Ok(())
     }
 }
 
 /// A gauge family over per-partition rows of `T`; see
-/// [`Exposition::partition_gauges`].
+/// [`Families::partition_gauges`].
 pub struct PartitionGauge<T> {
     pub name: &'static str,
     pub help: &'static str,
@@ -199,89 +153,63 @@ pub struct PartitionGauge<T> {
     pub value: fn(&T) -> Option<i64>,
 }
 
-fn write_labels(out: &mut String, labels: &[(&str, &str)], le: Option<&str>) {
-    if labels.is_empty() && le.is_none() {
-        return;
-    }
-    out.push('{');
-    let all = labels.iter().copied().chain(le.map(|le| ("le", le)));
-    for (i, (k, v)) in all.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(k);
-        out.push_str("=\"");
-        for c in v.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-    out.push('}');
-}
-
-/// A float as Prometheus reads it, without a trailing `.0` noise for
-/// integers and without exponent surprises for small bounds.
-fn format_float(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        let s = format!("{v:.6}");
-        s.trim_end_matches('0').to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
+    struct Fixed;
+
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+            let mut f = Families::new(encoder);
+            f.counter("c", "a counter", 3)?;
+            f.gauges("g", "by key", [([("a", "x\"y\\z\nw")], 1)])?;
+            f.partition_gauges(
+                &[PartitionGauge {
+                    name: "p",
+                    help: "per partition",
+                    value: |v: &i64| (*v >= 0).then_some(*v),
+                }],
+                &[(0, 5), (1, -1)],
+            )
+        }
+    }
+
     #[test]
-    fn a_histogram_is_exposed_cumulative_and_scaled() {
-        let h = Histogram::new(&[10, 100], 0.001);
-        for v in [3, 10, 11, 500] {
+    fn a_histogram_is_exposed_cumulative_in_seconds() {
+        let mut registry = Registry::default();
+        let h = histogram(&[0.01, 0.1]);
+        registry.register("x_seconds", "latency", h.clone());
+        for v in [0.003, 0.01, 0.011, 0.5] {
             h.observe(v);
         }
-        let mut e = Exposition::new();
-        e.histogram("x_seconds", "latency", &h.snapshot());
-        assert_eq!(
-            e.finish(),
-            "# HELP x_seconds latency\n# TYPE x_seconds histogram\n\
-             x_seconds_bucket{le=\"0.01\"} 2\nx_seconds_bucket{le=\"0.1\"} 3\n\
-             x_seconds_bucket{le=\"+Inf\"} 4\nx_seconds_sum 0.524\nx_seconds_count 4\n"
-        );
-    }
-
-    #[test]
-    fn quantiles_come_from_the_window_between_two_snapshots() {
-        let h = Histogram::new(&[10, 100, 1000], 1.0);
-        h.observe(5000);
-        let before = h.snapshot();
-        assert_eq!(
-            before.quantile_bound(0.5),
-            Some(1000),
-            "+Inf reports the last bound"
-        );
-        for _ in 0..98 {
-            h.observe(7);
+        let text = encode(&registry);
+        for line in [
+            "# TYPE x_seconds histogram",
+            "x_seconds_bucket{le=\"0.01\"} 2",
+            "x_seconds_bucket{le=\"0.1\"} 3",
+            "x_seconds_bucket{le=\"+Inf\"} 4",
+            "x_seconds_count 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }
-        h.observe(50);
-        h.observe(700);
-        let window = h.snapshot().since(&before);
-        assert_eq!(window.count(), 100);
-        assert_eq!(window.quantile_bound(0.5), Some(10));
-        assert_eq!(window.quantile_bound(0.99), Some(100));
-        assert_eq!(window.quantile_bound(1.0), Some(1000));
-        assert_eq!(h.snapshot().since(&h.snapshot()).quantile_bound(0.5), None);
     }
 
     #[test]
-    fn label_values_are_escaped() {
-        let mut e = Exposition::new();
-        e.sample("m", &[("a", "x\"y\\z\nw"), ("b", "2")], 1);
-        assert_eq!(e.finish(), "m{a=\"x\\\"y\\\\z\\nw\",b=\"2\"} 1\n");
+    fn collected_families_are_named_typed_and_escaped() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed));
+        let text = encode(&registry);
+        for line in [
+            "# TYPE c_total counter",
+            "c_total 3",
+            "# TYPE g gauge",
+            "g{a=\"x\\\"y\\\\z\\nw\"} 1",
+            "p{partition=\"0\"} 5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        assert!(!text.contains("p{partition=\"1\"}"), "{text}");
     }
 }

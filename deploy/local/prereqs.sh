@@ -39,16 +39,18 @@ command -v cargo >/dev/null 2>&1 || {
   exit 1
 }
 
-# grpcurl: the operator's gRPC client, used by the tests (from the Go module proxy).
-GRPCURL_VERSION=v1.9.3
+# Tools from the Go module proxy, built once into $(go env GOPATH)/bin.
 if command -v go >/dev/null 2>&1; then
   export PATH="$PATH:$(go env GOPATH)/bin"
 fi
-if ! command -v grpcurl >/dev/null 2>&1; then
+go_tool() { # go_tool COMMAND PACKAGE VERSION WHAT_FOR
+  command -v "$1" >/dev/null 2>&1 && return 0
   command -v go >/dev/null 2>&1 || {
-    echo "prereqs: 'grpcurl' is missing and Go is not installed to build it. Install Go (apt-get install -y golang), then: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" >&2
+    echo "prereqs: '$1' is missing ($4) and Go is not installed to build it. Install Go (apt-get install -y golang), then: go install $2@$3" >&2
     exit 1
   }
-  echo "prereqs: installing grpcurl $GRPCURL_VERSION (go install)" >&2
-  go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
-fi
+  echo "prereqs: installing $1 $3 ($4; go install, once)" >&2
+  go install "$2@$3"
+}
+
+go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl v1.9.3 "the operator's gRPC client, used by the tests"

@@ -14,6 +14,9 @@ cd "$root"
 source deploy/local/prereqs.sh
 kafka=deploy/local/kafka.sh
 export KAFKA_BOOTSTRAP_SERVERS="$("$kafka" bootstrap)"
+source deploy/local/flags.sh
+keep_kafka=0
+if env_flag KEEP_KAFKA "leave the cluster running"; then keep_kafka=1; fi
 logs="$root/deploy/local/.run/logs"
 mkdir -p "$logs"
 
@@ -31,7 +34,7 @@ cleanup() {
     kill -TERM "${pids[i]}" 2>/dev/null || true
     wait "${pids[i]}" 2>/dev/null || true
   done
-  if ((started_kafka)) && [[ -z "${KEEP_KAFKA:-}" ]]; then
+  if ((started_kafka && !keep_kafka)); then
     "$kafka" down
   fi
 }

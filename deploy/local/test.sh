@@ -9,6 +9,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 source deploy/local/prereqs.sh
+# Prometheus's checker of /metrics scrapes (tests/tests/metrics.rs); keep the
+# version in step with PROMTOOL_VERSION in tests/src/scrape.rs.
+go_tool promtool github.com/prometheus/prometheus/cmd/promtool v0.316.0 "checks the /metrics scrapes"
 
 export KAFKA_PORT_BASE=27092
 export CYBERDAY_TEST_BOOTSTRAP="127.0.0.1:27092,127.0.0.1:27093,127.0.0.1:27094"

@@ -279,7 +279,7 @@ impl Actor {
                 if let WorkerMsg::Results(batch) = &msg {
                     self.metrics
                         .batch_records
-                        .observe(batch.records.len() as u64);
+                        .observe(batch.records.len() as f64);
                 }
                 self.core.message(session, msg)
             }

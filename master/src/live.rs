@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use common::metrics::HistogramSnapshot;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -21,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actor::{self, Command};
 use crate::coordinator::{now_ms, Snapshot, Stats};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, LatencyPercentiles, Metrics};
 use crate::offsets::OffsetsView;
 
 /// Seconds of per-second samples kept (and shown).
@@ -40,8 +39,9 @@ pub struct Sample {
     pub records_per_s: f64,
     pub notified_per_s: f64,
     pub invalid_per_s: f64,
-    /// Produce-to-notify latency over the second: the upper bound of the
-    /// histogram bucket holding the quantile; absent with no notification.
+    /// Produce-to-notify latency percentiles over the second, in ms, from
+    /// every notification in it (exact at the timestamps' 1 ms resolution);
+    /// absent with no notification.
     pub latency_p50_ms: Option<u64>,
     pub latency_p99_ms: Option<u64>,
     /// Sums over the partitions (see [`metrics::PartitionLag`]).
@@ -112,7 +112,7 @@ impl Live {
     pub async fn sample(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut last: Option<(Instant, Stats, HistogramSnapshot)> = None;
+        let mut last: Option<(Instant, Stats)> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -122,19 +122,15 @@ impl Live {
                 continue;
             };
             let now = Instant::now();
-            let latency = self.metrics.notify_latency_ms.snapshot();
-            if let Some((then, stats, earlier)) = &last {
+            // Taken every tick, so the first sample's window starts at the
+            // first tick too.
+            let latency = self.metrics.take_latency_window();
+            if let Some((then, stats)) = &last {
                 let secs = now.duration_since(*then).as_secs_f64().max(1e-3);
-                let sample = sample_of(
-                    &snapshot,
-                    &self.offsets.borrow(),
-                    stats,
-                    secs,
-                    &latency.since(earlier),
-                );
+                let sample = sample_of(&snapshot, &self.offsets.borrow(), stats, secs, latency);
                 self.push(sample);
             }
-            last = Some((now, snapshot.stats, latency));
+            last = Some((now, snapshot.stats));
         }
     }
 }
@@ -145,7 +141,7 @@ fn sample_of(
     offsets: &OffsetsView,
     before: &Stats,
     secs: f64,
-    latency: &HistogramSnapshot,
+    latency: Option<LatencyPercentiles>,
 ) -> Sample {
     let s = &snapshot.stats;
     let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
@@ -158,8 +154,8 @@ fn sample_of(
             before.notifications_short + before.notifications_long,
         ),
         invalid_per_s: rate(s.invalid, before.invalid),
-        latency_p50_ms: latency.quantile_bound(0.5),
-        latency_p99_ms: latency.quantile_bound(0.99),
+        latency_p50_ms: latency.map(|l| l.p50_ms),
+        latency_p99_ms: latency.map(|l| l.p99_ms),
         committed_lag: lags.iter().filter_map(|l| l.committed_lag).sum(),
         processed_lag: lags.iter().filter_map(|l| l.processed_lag).sum(),
         workers: snapshot.workers.len(),
@@ -246,7 +242,6 @@ async fn status(State(live): State<Live>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use common::metrics::{Histogram, LATENCY_MS_BOUNDS};
     use common::pb;
 
     use super::*;
@@ -280,13 +275,16 @@ mod tests {
             committed: [(0, 80), (1, 70)].into(),
             high_watermarks: [(0, 100), (1, 100)].into(),
         };
-        let h = Histogram::new(LATENCY_MS_BOUNDS, 0.001);
-        h.observe(20);
-        let s = sample_of(&snapshot, &offsets, &before, 2.0, &h.snapshot());
+        let latency = LatencyPercentiles {
+            p50_ms: 20,
+            p99_ms: 31,
+            count: 70,
+        };
+        let s = sample_of(&snapshot, &offsets, &before, 2.0, Some(latency));
         assert_eq!(s.records_per_s, 100.0);
         assert_eq!(s.notified_per_s, 30.0);
         assert_eq!(s.invalid_per_s, 2.0);
-        assert_eq!(s.latency_p50_ms, Some(25));
+        assert_eq!((s.latency_p50_ms, s.latency_p99_ms), (Some(20), Some(31)));
         assert_eq!(s.committed_lag, 20 + 30);
         assert_eq!(s.processed_lag, 10 + 10);
         assert_eq!(s.workers, 2);

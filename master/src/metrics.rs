@@ -1,15 +1,21 @@
 //! The master's Prometheus metrics. Most come, at scrape time, from what
 //! the master already keeps: the coordinator's counters and assignments (a
 //! snapshot from the actor, as GetStats takes) and the offsets view
-//! (committed offsets, high watermarks fetched every second or so). What
-//! only the record path sees is counted here, on atomics: the batch sizes,
-//! the produce-to-notify latency, and the dead letters by reason.
+//! (committed offsets, high watermarks fetched every second or so), written
+//! by a `prometheus-client` collector. What only the record path sees is
+//! counted here: the batch sizes and the produce-to-notify latency
+//! (`prometheus-client` histograms), the dead letters by reason, and the
+//! latency of the last second for the live page (an HdrHistogram: exact
+//! percentiles, where the Prometheus buckets only bound them).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use common::metrics::{
-    Exposition, Histogram, PartitionGauge, BATCH_RECORDS_BOUNDS, LATENCY_MS_BOUNDS,
+    histogram, Collector, DescriptorEncoder, Families, Histogram, PartitionGauge, Registry,
+    BATCH_RECORDS_BOUNDS, LATENCY_SECONDS_BOUNDS,
 };
 
 use common::pb;
@@ -21,33 +27,52 @@ use crate::offsets::OffsetsView;
 /// (the reason is a code a worker sends, so its set must stay bounded).
 const MAX_REASONS: usize = 64;
 
-/// What the record path counts for Prometheus.
+/// Longest latency the live page's window tells apart (an hour, in ms);
+/// longer ones count as this.
+const WINDOW_MAX_MS: u64 = 3_600_000;
+
+/// What the record path counts for Prometheus and the live page.
 #[derive(Debug)]
 pub struct Metrics {
     /// Results per batch received from workers.
     pub batch_records: Histogram,
-    /// Kafka timestamp of the record → notification accepted, in ms.
-    pub notify_latency_ms: Histogram,
+    /// Kafka timestamp of the record → notification accepted, in seconds.
+    pub notify_latency: Histogram,
+    /// The same latencies, in ms, since the live page's last sample.
+    latency_window: Mutex<hdrhistogram::Histogram<u64>>,
     /// Dead letters by reason code; locked once per batch holding any.
     invalid: Mutex<BTreeMap<String, u64>>,
     /// Callers the Coordinator refused (shared with [`crate::auth`]).
-    pub auth_refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub auth_refused: Arc<AtomicU64>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            batch_records: Histogram::new(BATCH_RECORDS_BOUNDS, 1.0),
-            notify_latency_ms: Histogram::new(LATENCY_MS_BOUNDS, 0.001),
+            batch_records: histogram(BATCH_RECORDS_BOUNDS),
+            notify_latency: histogram(LATENCY_SECONDS_BOUNDS),
+            // Three significant digits: exact below 2 s, within 0.1 % above.
+            latency_window: Mutex::new(
+                hdrhistogram::Histogram::new_with_max(WINDOW_MAX_MS, 3)
+                    .expect("a valid HdrHistogram range"),
+            ),
             invalid: Mutex::new(BTreeMap::new()),
             auth_refused: Default::default(),
         }
     }
 }
 
+/// Percentiles of the produce-to-notify latency over a window, in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyPercentiles {
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+    pub count: u64,
+}
+
 impl Metrics {
     /// Metrics that report `refused` as the Coordinator's refusals.
-    pub fn with_auth_refused(refused: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+    pub fn with_auth_refused(refused: Arc<AtomicU64>) -> Self {
         Self {
             auth_refused: refused,
             ..Self::default()
@@ -56,13 +81,35 @@ impl Metrics {
 
     /// Notifications accepted at `now_ms`: their latency.
     pub fn notified(&self, notifications: &[Notification], now_ms: i64) {
+        let mut window = self
+            .latency_window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for n in notifications {
             // 0: a record without a timestamp; nothing to measure.
             if n.timestamp_ms > 0 {
-                self.notify_latency_ms
-                    .observe((now_ms - n.timestamp_ms).max(0) as u64);
+                let ms = (now_ms - n.timestamp_ms).max(0) as u64;
+                self.notify_latency.observe(ms as f64 / 1000.0);
+                window.saturating_record(ms.min(WINDOW_MAX_MS));
             }
         }
+    }
+
+    /// The latency percentiles since the last call (`None` if nothing was
+    /// notified), and a new window.
+    pub fn take_latency_window(&self) -> Option<LatencyPercentiles> {
+        let mut window = self
+            .latency_window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let count = window.len();
+        let percentiles = (count > 0).then(|| LatencyPercentiles {
+            p50_ms: window.value_at_quantile(0.5),
+            p99_ms: window.value_at_quantile(0.99),
+            count,
+        });
+        window.reset();
+        percentiles
     }
 
     /// Invalid records accepted: counted by reason.
@@ -131,167 +178,166 @@ pub fn partition_lags(snapshot: &Snapshot, offsets: &OffsetsView) -> Vec<Partiti
 
 /// The whole exposition.
 pub fn render(snapshot: &Snapshot, offsets: &OffsetsView, metrics: &Metrics) -> String {
-    let s = &snapshot.stats;
-    let mut e = Exposition::new();
-    e.single(
-        "cyberday_master_records_total",
-        "counter",
-        "Records accepted from workers under a current generation (every outcome; not duplicates).",
-        s.records_processed,
-    );
-    e.family(
-        "cyberday_master_notifications_total",
-        "counter",
-        "Notifications emitted, by kind.",
-    )
-    .sample(
-        "cyberday_master_notifications_total",
-        &[("kind", "short")],
-        s.notifications_short,
-    )
-    .sample(
-        "cyberday_master_notifications_total",
-        &[("kind", "long")],
-        s.notifications_long,
-    );
-    e.single(
-        "cyberday_master_no_purchase_total",
-        "counter",
-        "Valid records of shoppers who did not buy (counted, not notified).",
-        s.no_purchase,
-    );
-    e.family(
-        "cyberday_master_invalid_total",
-        "counter",
-        "Invalid records sent to the dead-letter topic, by reason.",
-    );
-    for (reason, n) in metrics.invalid_by_reason() {
-        e.sample("cyberday_master_invalid_total", &[("reason", &reason)], n);
-    }
-    e.single(
-        "cyberday_master_duplicates_suppressed_total",
-        "counter",
-        "Results for offsets already notified (re-delivered after a partition moved).",
-        s.duplicates_suppressed,
-    );
-    e.single(
-        "cyberday_master_auth_refused_total",
-        "counter",
-        "Callers the Coordinator refused: no or a wrong client certificate or worker token.",
-        metrics
-            .auth_refused
-            .load(std::sync::atomic::Ordering::Relaxed),
-    );
-    e.single(
-        "cyberday_master_stale_batches_rejected_total",
-        "counter",
-        "Result batches rejected because their generation was not current (zombie fencing).",
-        s.stale_batches_rejected,
-    );
-    e.single(
-        "cyberday_master_rebalances_total",
-        "counter",
-        "Times workers or partitions changed and partitions moved.",
-        s.rebalances,
-    );
-    e.single(
-        "cyberday_master_workers",
-        "gauge",
-        "Workers connected now.",
-        snapshot.workers.len(),
-    );
-    type Value = fn(&pb::WorkerInfo) -> u64;
-    let per_worker: [(&str, &str, &str, Value); 2] = [
-        (
-            "cyberday_master_worker_records_total",
-            "counter",
-            "Records accepted from each connected worker during its current session.",
-            |w| w.records_processed,
-        ),
-        (
-            "cyberday_master_worker_partitions",
-            "gauge",
-            "Partitions each connected worker holds.",
-            |w| w.partitions.len() as u64,
-        ),
-    ];
-    for (name, kind, help, value) in per_worker {
-        e.family(name, kind, help);
-        for w in &snapshot.workers {
-            e.sample(name, &[("worker", &w.worker_id)], value(w));
-        }
-    }
-    partitions(&mut e, snapshot, offsets);
-    e.histogram(
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ScrapeView {
+        snapshot: snapshot.clone(),
+        lags: partition_lags(snapshot, offsets)
+            .into_iter()
+            .map(|l| (l.partition, l))
+            .collect(),
+        invalid: metrics.invalid_by_reason(),
+        auth_refused: metrics.auth_refused.load(Ordering::Relaxed),
+    }));
+    registry.register(
         "cyberday_master_batch_records",
-        "Results per batch received from workers.",
-        &metrics.batch_records.snapshot(),
+        "Results per batch received from workers",
+        metrics.batch_records.clone(),
     );
-    e.histogram(
+    registry.register(
         "cyberday_master_notify_latency_seconds",
-        "From the record's Kafka timestamp (its creation) to the master emitting its notification.",
-        &metrics.notify_latency_ms.snapshot(),
+        "From the record's Kafka timestamp (its creation) to the master emitting its notification",
+        metrics.notify_latency.clone(),
     );
-    e.finish()
+    common::metrics::encode(&registry)
 }
 
-/// Per-partition families: owner, offsets and the two lags.
-fn partitions(e: &mut Exposition, snapshot: &Snapshot, offsets: &OffsetsView) {
-    e.family(
-        "cyberday_master_partition_owner",
-        "gauge",
-        "1 for the worker holding the partition (state assigned or revoking).",
-    );
-    for a in snapshot.assignments.iter().filter(|a| !a.owner.is_empty()) {
-        let state = match a.state() {
-            common::pb::AssignmentState::Revoking => "revoking",
-            _ => "assigned",
-        };
-        let partition = a.partition.to_string();
-        e.sample(
-            "cyberday_master_partition_owner",
-            &[
-                ("partition", &partition),
-                ("worker", &a.owner),
-                ("state", state),
+/// The values of one scrape, written as families.
+#[derive(Debug)]
+struct ScrapeView {
+    snapshot: Snapshot,
+    lags: Vec<(i32, PartitionLag)>,
+    invalid: BTreeMap<String, u64>,
+    auth_refused: u64,
+}
+
+impl Collector for ScrapeView {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        let s = &self.snapshot.stats;
+        let mut f = Families::new(encoder);
+        f.counter(
+            "cyberday_master_records",
+            "Records accepted from workers under a current generation (every outcome; not duplicates).",
+            s.records_processed,
+        )?;
+        f.counters(
+            "cyberday_master_notifications",
+            "Notifications emitted, by kind.",
+            [
+                ([("kind", "short")], s.notifications_short),
+                ([("kind", "long")], s.notifications_long),
             ],
-            1,
-        );
+        )?;
+        f.counter(
+            "cyberday_master_no_purchase",
+            "Valid records of shoppers who did not buy (counted, not notified).",
+            s.no_purchase,
+        )?;
+        f.counters(
+            "cyberday_master_invalid",
+            "Invalid records sent to the dead-letter topic, by reason.",
+            self.invalid
+                .iter()
+                .map(|(reason, n)| ([("reason", reason.as_str())], *n)),
+        )?;
+        f.counter(
+            "cyberday_master_duplicates_suppressed",
+            "Results for offsets already notified (re-delivered after a partition moved).",
+            s.duplicates_suppressed,
+        )?;
+        f.counter(
+            "cyberday_master_auth_refused",
+            "Callers the Coordinator refused: no or a wrong client certificate or worker token.",
+            self.auth_refused,
+        )?;
+        f.counter(
+            "cyberday_master_stale_batches_rejected",
+            "Result batches rejected because their generation was not current (zombie fencing).",
+            s.stale_batches_rejected,
+        )?;
+        f.counter(
+            "cyberday_master_rebalances",
+            "Times workers or partitions changed and partitions moved.",
+            s.rebalances,
+        )?;
+        let workers = &self.snapshot.workers;
+        f.gauge(
+            "cyberday_master_workers",
+            "Workers connected now.",
+            workers.len() as i64,
+        )?;
+        let by_worker = |w: &pb::WorkerInfo| [("worker", w.worker_id.clone())];
+        f.counters(
+            "cyberday_master_worker_records",
+            "Records accepted from each connected worker during its current session.",
+            workers.iter().map(|w| (by_worker(w), w.records_processed)),
+        )?;
+        f.gauges(
+            "cyberday_master_worker_partitions",
+            "Partitions each connected worker holds.",
+            workers
+                .iter()
+                .map(|w| (by_worker(w), w.partitions.len() as i64)),
+        )?;
+        self.partitions(&mut f)
     }
-    let rows: Vec<(i32, PartitionLag)> = partition_lags(snapshot, offsets)
-        .into_iter()
-        .map(|l| (l.partition, l))
-        .collect();
-    e.partition_gauges(
-        &[
-            PartitionGauge {
-                name: "cyberday_master_partition_high_watermark",
-                help: "The partition's high watermark (fetched every second or so).",
-                value: |l: &PartitionLag| (l.high_watermark >= 0).then_some(l.high_watermark),
-            },
-            PartitionGauge {
-                name: "cyberday_master_partition_committed_offset",
-                help: "Offset committed for the consumer group.",
-                value: |l: &PartitionLag| (l.committed >= 0).then_some(l.committed),
-            },
-            PartitionGauge {
-                name: "cyberday_master_partition_position",
-                help: "Next offset to notify: every record before it is notified.",
-                value: |l: &PartitionLag| Some(l.position),
-            },
-            PartitionGauge {
-                name: "cyberday_master_partition_committed_lag_records",
-                help: "High watermark minus committed offset: what a restart would redo.",
-                value: |l: &PartitionLag| l.committed_lag,
-            },
-            PartitionGauge {
-                name: "cyberday_master_partition_processed_lag_records",
-                help: "High watermark minus the master's position: records not yet notified.",
-                value: |l: &PartitionLag| l.processed_lag,
-            },
-        ],
-        &rows,
-    );
+}
+
+impl ScrapeView {
+    /// Per-partition families: owner, offsets and the two lags.
+    fn partitions(&self, f: &mut Families<'_>) -> fmt::Result {
+        let owners = self
+            .snapshot
+            .assignments
+            .iter()
+            .filter(|a| !a.owner.is_empty())
+            .map(|a| {
+                let state = match a.state() {
+                    pb::AssignmentState::Revoking => "revoking",
+                    _ => "assigned",
+                };
+                let labels = [
+                    ("partition", a.partition.to_string()),
+                    ("worker", a.owner.clone()),
+                    ("state", state.to_owned()),
+                ];
+                (labels, 1)
+            });
+        f.gauges(
+            "cyberday_master_partition_owner",
+            "1 for the worker holding the partition (state assigned or revoking).",
+            owners,
+        )?;
+        f.partition_gauges(
+            &[
+                PartitionGauge {
+                    name: "cyberday_master_partition_high_watermark",
+                    help: "The partition's high watermark (fetched every second or so).",
+                    value: |l: &PartitionLag| (l.high_watermark >= 0).then_some(l.high_watermark),
+                },
+                PartitionGauge {
+                    name: "cyberday_master_partition_committed_offset",
+                    help: "Offset committed for the consumer group.",
+                    value: |l: &PartitionLag| (l.committed >= 0).then_some(l.committed),
+                },
+                PartitionGauge {
+                    name: "cyberday_master_partition_position",
+                    help: "Next offset to notify: every record before it is notified.",
+                    value: |l: &PartitionLag| Some(l.position),
+                },
+                PartitionGauge {
+                    name: "cyberday_master_partition_committed_lag_records",
+                    help: "High watermark minus committed offset: what a restart would redo.",
+                    value: |l: &PartitionLag| l.committed_lag,
+                },
+                PartitionGauge {
+                    name: "cyberday_master_partition_processed_lag_records",
+                    help: "High watermark minus the master's position: records not yet notified.",
+                    value: |l: &PartitionLag| l.processed_lag,
+                },
+            ],
+            &self.lags,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -360,7 +406,7 @@ mod tests {
             }],
             1_030,
         );
-        m.batch_records.observe(12);
+        m.batch_records.observe(12.0);
         let offsets = OffsetsView {
             committed: [(0, 30)].into(),
             high_watermarks: [(0, 50), (1, 5)].into(),
@@ -386,6 +432,35 @@ mod tests {
         }
         // Partition 1 has never been committed: no committed lag to show.
         assert!(!text.contains("committed_lag_records{partition=\"1\"}"));
+    }
+
+    #[test]
+    fn the_live_window_gives_exact_percentiles_and_starts_again() {
+        let m = Metrics::default();
+        let at = |timestamp_ms| Notification {
+            kind: Kind::Short,
+            purchase: Default::default(),
+            partition: 0,
+            offset: 0,
+            worker: Arc::from("w1"),
+            timestamp_ms,
+        };
+        // 1..=100 ms late, and one without a timestamp (not measured).
+        let mut batch: Vec<Notification> = (1..=100).map(|late| at(10_000 - late)).collect();
+        batch.push(at(0));
+        m.notified(&batch, 10_000);
+        assert_eq!(
+            m.take_latency_window(),
+            Some(LatencyPercentiles {
+                p50_ms: 50,
+                p99_ms: 99,
+                count: 100
+            })
+        );
+        assert_eq!(m.take_latency_window(), None, "a new window is empty");
+        m.notified(&[at(10_000 - 1_234)], 10_000);
+        let p = m.take_latency_window().unwrap();
+        assert_eq!((p.p50_ms, p.p99_ms), (1_234, 1_234));
     }
 
     #[test]

@@ -280,21 +280,13 @@ impl Generator {
     }
 }
 
-/// Lower-case ASCII for e-mail addresses: "Sofía" -> "sofia", "Muñoz" -> "munoz".
+/// Lower-case ASCII for e-mail addresses: "Sofía" -> "sofia", "Muñoz" -> "munoz"
+/// (`deunicode` transliterates; what is then not a letter or digit is left out).
 pub fn ascii_fold(s: &str) -> String {
-    s.chars()
-        .filter_map(|c| {
-            let c = match c {
-                'á' | 'à' | 'ä' | 'â' | 'Á' => 'a',
-                'é' | 'è' | 'ë' | 'ê' | 'É' => 'e',
-                'í' | 'ì' | 'ï' | 'î' | 'Í' => 'i',
-                'ó' | 'ò' | 'ö' | 'ô' | 'Ó' => 'o',
-                'ú' | 'ù' | 'ü' | 'û' | 'Ú' => 'u',
-                'ñ' | 'Ñ' => 'n',
-                c => c,
-            };
-            c.is_ascii_alphanumeric().then(|| c.to_ascii_lowercase())
-        })
+    deunicode::deunicode(s)
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
         .collect()
 }
 

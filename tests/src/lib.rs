@@ -19,7 +19,7 @@
 pub mod chaos;
 mod scrape;
 
-pub use scrape::{http_get, Scrape};
+pub use scrape::{http_get, promtool_check, Scrape};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;

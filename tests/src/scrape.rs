@@ -1,10 +1,12 @@
 //! Reading `--metrics-listen` as Prometheus and a browser would: a plain
 //! HTTP/1.1 GET over a `TcpStream` (no client library, so nothing of the
-//! server's stack is shared) and a parser of the text exposition format.
+//! server's stack is shared), a parser of the text exposition format, and
+//! Prometheus's own checker (`promtool check metrics`).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// `GET path` on 127.0.0.1:`port`: the status code and the body.
@@ -70,6 +72,14 @@ impl Scrape {
         Self::parse(&body)
     }
 
+    /// The body of `/metrics` on `port`, unparsed; panics unless it answers 200.
+    pub fn text(port: u16) -> String {
+        let (status, body) = http_get(port, "/metrics")
+            .unwrap_or_else(|e| panic!("scraping 127.0.0.1:{port}/metrics: {e}"));
+        assert_eq!(status, 200, "/metrics on {port} answered {status}: {body}");
+        body
+    }
+
     /// Parses a text exposition; panics on a malformed line.
     pub fn parse(text: &str) -> Self {
         let mut s = Self::default();
@@ -130,3 +140,38 @@ impl Scrape {
         self.family(name).values().sum()
     }
 }
+
+/// Runs `promtool check metrics` on `text` (a scrape of `what`); panics with
+/// what promtool said unless it found the exposition valid and lint-free.
+pub fn promtool_check(what: &str, text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool not runnable ({e}): run the tests with deploy/local/test.sh, which \
+                 installs it, or: go install github.com/prometheus/prometheus/cmd/promtool@{}",
+                PROMTOOL_VERSION
+            )
+        });
+    child
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(text.as_bytes())
+        .expect("writing the scrape to promtool");
+    let out = child.wait_with_output().expect("waiting for promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed on the {what}'s scrape ({}):\n{}{}\n--- the scrape:\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+}
+
+/// The promtool `deploy/local/prereqs.sh` installs (the Go module's version).
+pub const PROMTOOL_VERSION: &str = "v0.316.0";

@@ -3,7 +3,8 @@
 //! while `/metrics` is scraped; counters never go down during the run, and
 //! at the end the master's and the workers' counters agree with the
 //! notifications in the notifications topic and on the console, with the
-//! dead-letter topic (by reason), and with each other; lag is zero.
+//! dead-letter topic (by reason), and with each other; lag is zero; and
+//! Prometheus's `promtool check metrics` finds every scrape valid.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -49,6 +50,13 @@ fn metrics_agree_with_the_notifications_and_the_dlq() {
         for port in p.worker_metrics_ports.values() {
             Scrape::get(*port);
         }
+        // Prometheus's own check, once mid-run (a histogram with samples,
+        // every partition owned) for the master and a worker.
+        if scrapes == 1 {
+            promtool_check("master", &Scrape::text(p.metrics_port));
+            let worker = p.worker_metrics_ports.values().next().expect("a worker");
+            promtool_check("worker", &Scrape::text(*worker));
+        }
         scrapes += 1;
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -67,6 +75,10 @@ fn metrics_agree_with_the_notifications_and_the_dlq() {
         .values()
         .map(|port| Scrape::get(*port))
         .collect();
+    promtool_check("master", &Scrape::text(p.metrics_port));
+    for (id, port) in &p.worker_metrics_ports {
+        promtool_check(&format!("worker {id}"), &Scrape::text(*port));
+    }
     p.stop();
 
     let expected = Expected::from_topic(&p.cluster, &p.topic);

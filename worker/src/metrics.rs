@@ -1,10 +1,11 @@
 //! The worker's Prometheus metrics (`/metrics` on `--metrics-listen`):
 //! records by outcome, batch sizes, the stream to the master, and where it
-//! stands on each partition it owns. Counters are relaxed atomics; the
-//! per-partition view is replaced once per heartbeat.
+//! stands on each partition it owns. Counters and histograms are
+//! `prometheus-client` instruments in one registry; the per-partition view
+//! is replaced once per heartbeat and written at scrape time.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -12,7 +13,8 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use common::metrics::{
-    Exposition, Histogram, PartitionGauge, BATCH_BYTES_BOUNDS, BATCH_RECORDS_BOUNDS,
+    histogram, Collector, Counter, DescriptorEncoder, Families, Family, Gauge, Histogram,
+    PartitionGauge, Registry, BATCH_BYTES_BOUNDS, BATCH_RECORDS_BOUNDS,
 };
 
 /// Record outcomes, in the order of [`Metrics::records`].
@@ -30,41 +32,101 @@ pub struct PartitionView {
 /// What the worker counts.
 #[derive(Debug)]
 pub struct Metrics {
-    /// Records classified, by outcome (index into [`OUTCOMES`]).
-    pub records: [AtomicU64; 4],
+    /// Records classified, by outcome (index into [`OUTCOMES`]): the
+    /// family's counters, looked up once so the record path only adds.
+    pub records: [Counter; 4],
     pub batch_records: Histogram,
     pub batch_bytes: Histogram,
-    pub master_connected: AtomicBool,
+    /// 1 while a session stream is open.
+    pub master_connected: Gauge,
     /// Sessions opened (welcomed); all but the first are reconnections.
-    pub sessions: AtomicU64,
+    pub sessions: Counter,
     /// Attempts to reach the master that failed.
-    pub connect_failures: AtomicU64,
-    pub assignments: AtomicU64,
-    pub revocations: AtomicU64,
-    pub kafka_errors: AtomicU64,
-    partitions: Mutex<BTreeMap<i32, PartitionView>>,
+    pub connect_failures: Counter,
+    pub assignments: Counter,
+    pub revocations: Counter,
+    pub kafka_errors: Counter,
+    partitions: Arc<Mutex<BTreeMap<i32, PartitionView>>>,
+    registry: Registry,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
-            records: Default::default(),
-            batch_records: Histogram::new(BATCH_RECORDS_BOUNDS, 1.0),
-            batch_bytes: Histogram::new(BATCH_BYTES_BOUNDS, 1.0),
-            master_connected: AtomicBool::new(false),
-            sessions: AtomicU64::new(0),
-            connect_failures: AtomicU64::new(0),
-            assignments: AtomicU64::new(0),
-            revocations: AtomicU64::new(0),
-            kafka_errors: AtomicU64::new(0),
-            partitions: Mutex::new(BTreeMap::new()),
+        let mut registry = Registry::default();
+        let outcomes = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        let records = OUTCOMES.map(|o| outcomes.get_or_create(&[("outcome", o)]).clone());
+        registry.register(
+            "cyberday_worker_records",
+            "Records read and classified, by outcome",
+            outcomes,
+        );
+        let m = Self {
+            records,
+            batch_records: histogram(BATCH_RECORDS_BOUNDS),
+            batch_bytes: histogram(BATCH_BYTES_BOUNDS),
+            master_connected: Gauge::default(),
+            sessions: Counter::default(),
+            connect_failures: Counter::default(),
+            assignments: Counter::default(),
+            revocations: Counter::default(),
+            kafka_errors: Counter::default(),
+            partitions: Arc::default(),
+            registry: Registry::default(),
+        };
+        for (name, help, h) in [
+            (
+                "cyberday_worker_batch_records",
+                "Results per batch sent to the master",
+                &m.batch_records,
+            ),
+            (
+                "cyberday_worker_batch_bytes",
+                "Encoded size of each batch sent to the master",
+                &m.batch_bytes,
+            ),
+        ] {
+            registry.register(name, help, h.clone());
         }
+        registry.register(
+            "cyberday_worker_master_connected",
+            "1 while a session stream with the master is open",
+            m.master_connected.clone(),
+        );
+        for (name, help, c) in [
+            (
+                "cyberday_worker_master_sessions",
+                "Sessions opened with the master",
+                &m.sessions,
+            ),
+            (
+                "cyberday_worker_master_connect_failures",
+                "Attempts to reach the master that failed",
+                &m.connect_failures,
+            ),
+            (
+                "cyberday_worker_assignments",
+                "Partitions assigned by the master",
+                &m.assignments,
+            ),
+            (
+                "cyberday_worker_revocations",
+                "Partitions revoked by the master",
+                &m.revocations,
+            ),
+            (
+                "cyberday_worker_kafka_errors",
+                "Errors the Kafka consumer reported",
+                &m.kafka_errors,
+            ),
+        ] {
+            registry.register(name, help, c.clone());
+        }
+        registry.register_collector(Box::new(StreamView {
+            sessions: m.sessions.clone(),
+            partitions: m.partitions.clone(),
+        }));
+        Self { registry, ..m }
     }
-}
-
-/// Adds one to a counter.
-pub fn inc(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Metrics {
@@ -77,89 +139,50 @@ impl Metrics {
     }
 
     pub fn set_connected(&self, connected: bool) {
-        self.master_connected.store(connected, Ordering::Relaxed);
+        self.master_connected.set(i64::from(connected));
     }
 
     /// The whole exposition.
     pub fn render(&self) -> String {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut e = Exposition::new();
-        e.family(
-            "cyberday_worker_records_total",
-            "counter",
-            "Records read and classified, by outcome.",
-        );
-        for (outcome, n) in OUTCOMES.iter().zip(&self.records) {
-            e.sample(
-                "cyberday_worker_records_total",
-                &[("outcome", outcome)],
-                load(n),
-            );
-        }
-        e.histogram(
-            "cyberday_worker_batch_records",
-            "Results per batch sent to the master.",
-            &self.batch_records.snapshot(),
-        );
-        e.histogram(
-            "cyberday_worker_batch_bytes",
-            "Encoded size of each batch sent to the master.",
-            &self.batch_bytes.snapshot(),
-        );
-        let sessions = load(&self.sessions);
-        e.single(
-            "cyberday_worker_master_connected",
-            "gauge",
-            "1 while a session stream with the master is open.",
-            u8::from(self.master_connected.load(Ordering::Relaxed)),
-        );
-        for (name, help, value) in [
-            (
-                "cyberday_worker_master_sessions_total",
-                "Sessions opened with the master.",
-                sessions,
-            ),
-            (
-                "cyberday_worker_master_reconnects_total",
-                "Sessions opened after the first (the master restarted or the stream broke).",
-                sessions.saturating_sub(1),
-            ),
-            (
-                "cyberday_worker_master_connect_failures_total",
-                "Attempts to reach the master that failed.",
-                load(&self.connect_failures),
-            ),
-            (
-                "cyberday_worker_assignments_total",
-                "Partitions assigned by the master.",
-                load(&self.assignments),
-            ),
-            (
-                "cyberday_worker_revocations_total",
-                "Partitions revoked by the master.",
-                load(&self.revocations),
-            ),
-            (
-                "cyberday_worker_kafka_errors_total",
-                "Errors the Kafka consumer reported.",
-                load(&self.kafka_errors),
-            ),
-        ] {
-            e.single(name, "counter", help, value);
-        }
-        let partitions = self
+        common::metrics::encode(&self.registry)
+    }
+
+    /// `/metrics`.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/metrics", get(scrape))
+            .with_state(self)
+    }
+}
+
+/// What is written at scrape time: reconnections and the partitions.
+#[derive(Debug)]
+struct StreamView {
+    sessions: Counter,
+    partitions: Arc<Mutex<BTreeMap<i32, PartitionView>>>,
+}
+
+impl Collector for StreamView {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        let mut f = Families::new(encoder);
+        f.counter(
+            "cyberday_worker_master_reconnects",
+            "Sessions opened after the first (the master restarted or the stream broke).",
+            self.sessions.get().saturating_sub(1),
+        )?;
+        let rows: Vec<(i32, PartitionView)> = self
             .partitions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        e.single(
+            .iter()
+            .map(|(p, v)| (*p, *v))
+            .collect();
+        f.gauge(
             "cyberday_worker_partitions",
-            "gauge",
             "Partitions this worker owns.",
-            partitions.len(),
-        );
-        let rows: Vec<(i32, PartitionView)> = partitions.into_iter().collect();
-        e.partition_gauges(
+            rows.len() as i64,
+        )?;
+        f.partition_gauges(
             &[
                 PartitionGauge {
                     name: "cyberday_worker_partition_position",
@@ -180,15 +203,7 @@ impl Metrics {
                 },
             ],
             &rows,
-        );
-        e.finish()
-    }
-
-    /// `/metrics`.
-    pub fn router(self: Arc<Self>) -> Router {
-        Router::new()
-            .route("/metrics", get(scrape))
-            .with_state(self)
+        )
     }
 }
 
@@ -203,12 +218,12 @@ mod tests {
     #[test]
     fn the_exposition_has_records_stream_and_partitions() {
         let m = Metrics::default();
-        inc(&m.records[1]);
-        inc(&m.records[1]);
-        inc(&m.sessions);
-        inc(&m.sessions);
+        m.records[1].inc();
+        m.records[1].inc();
+        m.sessions.inc();
+        m.sessions.inc();
         m.set_connected(true);
-        m.batch_bytes.observe(300);
+        m.batch_bytes.observe(300.0);
         m.set_partitions([
             (
                 3,

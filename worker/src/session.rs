@@ -39,7 +39,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::backoff::Backoff;
 use crate::batch::{Batcher, MAX_BATCH_BYTES};
 use crate::config::Config;
-use crate::metrics::{inc, Metrics, PartitionView};
+use crate::metrics::{Metrics, PartitionView};
 use crate::partitions::Partitions;
 
 /// Messages waiting for the gRPC stream to take them. The worker stops
@@ -105,7 +105,7 @@ pub async fn run(
         match opened {
             Ok(opened) => {
                 let started = Instant::now();
-                inc(&metrics.sessions);
+                metrics.sessions.inc();
                 metrics.set_connected(true);
                 let ended = serve(config, parts, metrics, opened, shutdown).await;
                 metrics.set_connected(false);
@@ -156,7 +156,7 @@ pub async fn run(
                 );
             }
             Err(e) => {
-                inc(&metrics.connect_failures);
+                metrics.connect_failures.inc();
                 // Quiet while the master may just be starting; louder once
                 // the delays are at their longest.
                 if backoff.at_max() {
@@ -359,7 +359,7 @@ async fn serve(
             record = consumer.recv(), if reading => match record {
                 Ok(record) => session.on_record(&record),
                 Err(e) => {
-                    inc(&session.metrics.kafka_errors);
+                    session.metrics.kafka_errors.inc();
                     warn!(error = %e, "Kafka consumer error");
                 }
             },
@@ -491,7 +491,7 @@ impl Session<'_> {
         self.parts
             .assign(&topic, partition, start_offset, generation)?;
         self.batcher.open(partition, generation);
-        inc(&self.metrics.assignments);
+        self.metrics.assignments.inc();
         info!(
             topic,
             partition,
@@ -529,7 +529,7 @@ impl Session<'_> {
         let ready = self.batcher.flush(partition);
         self.queue_batches(ready);
         self.batcher.close(partition);
-        inc(&self.metrics.revocations);
+        self.metrics.revocations.inc();
         self.outbox.push_back(Body::RevokeAck(RevokeAck {
             partition,
             generation,
@@ -604,7 +604,7 @@ impl Session<'_> {
             .records
             .get((result.outcome as usize).wrapping_sub(1))
         {
-            inc(n);
+            n.inc();
         }
         self.batcher.push(partition, result, Instant::now());
         self.release(partition, Instant::now());
@@ -631,10 +631,10 @@ impl Session<'_> {
         for batch in batches {
             self.metrics
                 .batch_records
-                .observe(batch.results.len() as u64);
+                .observe(batch.results.len() as f64);
             self.metrics
                 .batch_bytes
-                .observe(prost::Message::encoded_len(&batch) as u64);
+                .observe(prost::Message::encoded_len(&batch) as f64);
             debug!(
                 partition = batch.partition,
                 generation = batch.generation,
