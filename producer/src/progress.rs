@@ -44,10 +44,13 @@ async fn bar(total: u64, sent: impl Fn() -> u64, stop: CancellationToken) {
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(BAR_TEMPLATE)
         .expect("a valid progress template")
-        .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-            // Whole records per second; indicatif's own {per_sec} has 4 decimals.
-            let _ = write!(w, "{:.0}/s", state.per_sec());
-        })
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                // Whole records per second; indicatif's own {per_sec} has 4 decimals.
+                let _ = write!(w, "{:.0}/s", state.per_sec());
+            },
+        )
         .progress_chars("#>.")
 }
 
