@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Cyberday notifier benchmark (issue 5): builds the release binaries,
+# The Cyberday notifier benchmark: builds the release binaries,
 # starts the benchmark's own 3-broker Kafka cluster if it is not running,
 # runs target/release/cyberday-bench, prints the table and writes the same
 # figures to bench/results/<date>.json. Stops the cluster it started.

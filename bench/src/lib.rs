@@ -1,4 +1,4 @@
-//! The Cyberday notifier benchmark (issue 5): real brokers, the real
+//! The Cyberday notifier benchmark: real brokers, the real
 //! `master`, `worker` and `producer` processes, measured side by side in one
 //! run and compared with the targets.
 //!

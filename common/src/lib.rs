@@ -10,7 +10,8 @@
 //!   librdkafka passthrough and options file, log format), each with an environment variable.
 //! - [`kafka`]: the librdkafka settings that carry our delivery semantics,
 //!   written out once, and small admin helpers (reachability, topic creation).
-//! - [`metrics`]: histograms on atomics and the Prometheus text format.
+//! - [`metrics`]: Prometheus metrics on `prometheus-client`: shared histogram
+//!   bounds, scrape-time families, the text exposition format.
 //! - [`http`]: the `--metrics-listen` HTTP server (axum) and its responses.
 //! - [`security`]: master/worker TLS from PEM files (mutual TLS) and the
 //!   shared worker token (constant-time comparison).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The chaos run (issue 4): 200,000 records at 2,000/s through a master and two
+# The chaos run: 200,000 records at 2,000/s through a master and two
 # workers; at seeded random moments a worker, the master and one Kafka broker
 # are SIGKILLed and restarted (then two more worker kills, for a median
 # failover). At the end it checks from read_committed consumers that every

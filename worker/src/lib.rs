@@ -9,7 +9,7 @@
 //! - [`partitions`]: the one Kafka consumer and the partitions it owns.
 //! - [`batch`]: per-partition batching of results, by count, encoded size,
 //!   linger, and at once when nothing more is ready to read.
-//! - [`backoff`]: exponential backoff between reconnection attempts.
+//! - [`backoff`]: exponential backoff with jitter between reconnection attempts.
 //! - [`metrics`]: Prometheus metrics, served on `--metrics-listen`.
 //! - [`run`]: the whole worker, until its shutdown token is cancelled.
 
