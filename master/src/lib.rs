@@ -9,6 +9,8 @@
 //!   revoke → ack → assign, fencing, duplicate suppression, rewinds,
 //!   counters), as a plain struct returning effects.
 //! - [`actor`]: the task that owns the coordinator, fed by a bounded channel.
+//! - [`messages`]: what the tasks send each other (commands to the actor,
+//!   the output's queue, rewinds, the offsets view); it imports none of them.
 //! - [`service`]: the `Coordinator` gRPC service workers call (an adapter).
 //! - [`auth`]: who may call it (client certificate, shared token).
 //! - [`tls`]: the TLS listener (mutual TLS; refused certificates counted).
@@ -33,6 +35,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod live;
+pub mod messages;
 pub mod metrics;
 pub mod notifier;
 pub mod offsets;
@@ -56,8 +59,9 @@ use tracing::{info, warn};
 
 use config::Config;
 use coordinator::{Coordinator, Settings};
-use offsets::{Offsets, OffsetsView};
-use output::{Output, Rewind, Topics};
+use messages::{OffsetsView, Rewind};
+use offsets::Offsets;
+use output::{Output, Topics};
 
 /// How long open connections (sessions, health watches) may take to close
 /// after shutdown starts, before they are cut.
@@ -320,7 +324,7 @@ async fn grpc(
     config: &Config,
     security: auth::Security,
     listener: TcpListener,
-    commands: mpsc::Sender<actor::Command>,
+    commands: mpsc::Sender<messages::Command>,
     offsets: watch::Receiver<OffsetsView>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {

@@ -41,13 +41,13 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::coordinator::DeadLetter;
+use crate::messages::{OffsetsView, OutputMsg, ReadCommitted, Rewind};
 use crate::notifier::{Notice, Notices};
-use crate::offsets::OffsetsView;
 
 /// Capacity of the queue into the output, in messages. The queue is also
 /// bounded in bytes ([`QUEUE_BYTES`]); both are generous so that a slow
@@ -113,29 +113,6 @@ pub const FAULT_FATAL_AT_COMMIT: &str = "CYBERDAY_FAULT_FATAL_AT_COMMIT";
 /// can when the group coordinator's broker goes away.
 pub const FAULT_STUCK_AT_COMMIT: &str = "CYBERDAY_FAULT_STUCK_AT_COMMIT";
 
-/// Reads the group's committed offsets of the given partitions back from
-/// Kafka (blocking); partitions with none are absent.
-pub type ReadCommitted = Box<dyn FnMut(&[i32]) -> KafkaResult<BTreeMap<i32, i64>> + Send + 'static>;
-
-/// What the coordinator hands the output, in order.
-#[derive(Debug)]
-pub enum OutputMsg {
-    /// The output of one accepted batch, read under `epoch`. `room` is its
-    /// share of [`QUEUE_BYTES`], given back once it is written.
-    Records {
-        epoch: u64,
-        notices: Notices,
-        dead_letters: Vec<DeadLetter>,
-        room: OwnedSemaphorePermit,
-    },
-    /// Commit what came before, with these positions (next offset to read,
-    /// per partition) as the group's offsets.
-    Checkpoint {
-        epoch: u64,
-        positions: BTreeMap<i32, i64>,
-    },
-}
-
 /// What a batch's output weighs against [`QUEUE_BYTES`]: about its bytes,
 /// never more than the whole budget (so a huge one still goes, alone).
 pub fn weight(notices: &[Notice], dead_letters: &[DeadLetter]) -> u32 {
@@ -158,23 +135,6 @@ pub fn weight(notices: &[Notice], dead_letters: &[DeadLetter]) -> u32 {
         })
         .sum();
     (notices + letters).clamp(1, QUEUE_BYTES) as u32
-}
-
-impl OutputMsg {
-    fn epoch(&self) -> u64 {
-        match self {
-            OutputMsg::Records { epoch, .. } | OutputMsg::Checkpoint { epoch, .. } => *epoch,
-        }
-    }
-}
-
-/// Published when a transaction was aborted: from `epoch` on, the
-/// coordinator starts over from `committed` (partitions absent: from where
-/// the master started them).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rewind {
-    pub epoch: u64,
-    pub committed: BTreeMap<i32, i64>,
 }
 
 /// Why the output stopped the master.
