@@ -124,14 +124,7 @@ pub async fn serve_to<W: Write + Send + 'static>(
         notifications: config.notifications_topic.trim().to_owned(),
         dlq: kafka.dlq_topic(),
     };
-    for (what, name) in [
-        ("dead-letter", &topics.dlq),
-        ("notifications", &topics.notifications),
-    ] {
-        common::kafka::ensure_topic(kafka, name, partitions as i32)
-            .await
-            .with_context(|| format!("preparing the {what} topic {name}"))?;
-    }
+    topics.ensure(kafka, partitions).await?;
 
     let offsets = Arc::new(Offsets::new(kafka, &config.group)?);
     let group = offsets
