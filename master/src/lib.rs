@@ -17,7 +17,10 @@
 //! - [`admin`]: the `Admin` gRPC service operators call (an adapter).
 //! - [`notifier`]: the console output (text or JSON lines on stdout), a view.
 //! - [`output`]: the transactional producer: notifications topic, dead
-//!   letters and the group's offsets, committed together.
+//!   letters and the group's offsets, committed together. Its `mod.rs` is
+//!   the transaction loop; beside it the failure policy, the watchdog on
+//!   stuck calls, the producer's in-process replacement, the dead letters,
+//!   the topics it creates and the test faults, a file each.
 //! - [`offsets`]: committed offsets at start, watermarks, partition count.
 //! - [`error`]: the error enum and its one mapping to `tonic::Status`.
 //! - [`metrics`]: Prometheus metrics (`/metrics` on `--metrics-listen`).
@@ -25,7 +28,8 @@
 //!   JSON and `/metrics`, with the per-second history behind the charts.
 //! - [`run`] / [`serve`] / [`serve_to`]: start everything (binding `--listen`,
 //!   on a given listener, or writing notifications elsewhere than stdout);
-//!   stop on the cancellation token.
+//!   stop on the cancellation token. [`serve_to`] states the order: prepare,
+//!   spawn the tasks by name, serve gRPC, then drain and wait.
 
 pub mod actor;
 pub mod admin;

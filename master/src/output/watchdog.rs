@@ -21,7 +21,8 @@ pub(super) const STUCK_CALL: Duration = TRANSACTION_TIMEOUT;
 /// Runs a transactional `call` on its own thread and waits at most
 /// [`STUCK_CALL`] for it. A call still running then is left to finish on its
 /// own (it holds its own reference to the client); the output gets an
-/// error that [`super::failure`] counts as fatal, so the producer is replaced.
+/// error that [`failure`](super::failure()) counts as fatal, so the
+/// producer is replaced.
 pub(super) fn bounded(
     what: &str,
     call: impl FnOnce() -> KafkaResult<()> + Send + 'static,
