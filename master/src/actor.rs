@@ -13,65 +13,31 @@
 //! When it is busy the channel fills, the session handlers wait to send,
 //! and HTTP/2 flow control pushes back on the workers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::pb;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::coordinator::{now_ms, Coordinator, Effects, Hello, SessionId, Snapshot, WorkerMsg};
+use crate::coordinator::{now_ms, Coordinator, Effects, SessionId, Snapshot, WorkerMsg};
 use crate::error::{Error, Result};
+use crate::messages::{Accepted, Command, OutputMsg, ResponseTx, Rewind};
 use crate::metrics::Metrics;
 use crate::notifier::{Notice, Notices};
-use crate::output::{self, OutputMsg, Rewind};
+use crate::output;
 
 /// Capacity of the command channel into the actor.
 pub const COMMAND_CAPACITY: usize = 64;
-
-/// A session's response channel (gRPC stream items).
-pub type ResponseTx = mpsc::Sender<std::result::Result<pb::SessionResponse, tonic::Status>>;
-/// The receiving end, which becomes the session's response stream.
-pub type ResponseRx = mpsc::Receiver<std::result::Result<pb::SessionResponse, tonic::Status>>;
 
 /// Responses a session may have queued: one `welcome`, then `assign` and
 /// `revoke`, at most one of each per partition per rebalance, read by the
 /// worker as they come. A worker that lets this fill is ended.
 fn response_capacity(partitions: usize) -> usize {
     (2 * partitions + 16).max(256)
-}
-
-/// What the actor can be asked.
-#[derive(Debug)]
-pub enum Command {
-    /// A new session said hello. `reply` gets the session id, the worker
-    /// id and the response channel (`welcome` already queued), or why it
-    /// was refused.
-    Hello {
-        hello: Hello,
-        /// Cancelled when the actor ends the session, so its reader stops.
-        cancel: CancellationToken,
-        /// Messages of this session read from the network and not yet
-        /// applied (the reader adds, the actor subtracts).
-        in_flight: Arc<AtomicUsize>,
-        reply: oneshot::Sender<Result<Accepted>>,
-    },
-    /// A checked message on a live session.
-    Message { session: SessionId, msg: WorkerMsg },
-    /// The session's request stream ended or broke.
-    Closed { session: SessionId, reason: String },
-    /// The session broke the protocol; it ends with this error.
-    Failed { session: SessionId, error: Error },
-    /// New partitions of the input topic, at their start positions.
-    AddPartitions(BTreeMap<i32, i64>),
-    /// The input partitions' leaders changed (a preference for the next rebalance).
-    Leaders(crate::assignment::Leaders),
-    /// The Admin service's view.
-    Snapshot(oneshot::Sender<Snapshot>),
 }
 
 /// Asks the actor for a snapshot of the coordinator (Admin service,
@@ -83,14 +49,6 @@ pub async fn snapshot(commands: &mpsc::Sender<Command>) -> Result<Snapshot> {
         .await
         .map_err(|_| Error::ShuttingDown)?;
     snapshot.await.map_err(|_| Error::ShuttingDown)
-}
-
-/// A session the actor accepted.
-#[derive(Debug)]
-pub struct Accepted {
-    pub session: SessionId,
-    pub worker: Arc<str>,
-    pub responses: ResponseRx,
 }
 
 struct Session {

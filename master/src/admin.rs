@@ -8,9 +8,8 @@ use common::pb::{self, admin_server::Admin};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use crate::actor::Command;
 use crate::coordinator::Snapshot;
-use crate::offsets::OffsetsView;
+use crate::messages::{Command, OffsetsView};
 
 /// The Admin service.
 #[derive(Clone)]

@@ -9,13 +9,18 @@
 //!   revoke → ack → assign, fencing, duplicate suppression, rewinds,
 //!   counters), as a plain struct returning effects.
 //! - [`actor`]: the task that owns the coordinator, fed by a bounded channel.
+//! - [`messages`]: what the tasks send each other (commands to the actor,
+//!   the output's queue, rewinds, the offsets view); it imports none of them.
 //! - [`service`]: the `Coordinator` gRPC service workers call (an adapter).
 //! - [`auth`]: who may call it (client certificate, shared token).
 //! - [`tls`]: the TLS listener (mutual TLS; refused certificates counted).
 //! - [`admin`]: the `Admin` gRPC service operators call (an adapter).
 //! - [`notifier`]: the console output (text or JSON lines on stdout), a view.
 //! - [`output`]: the transactional producer: notifications topic, dead
-//!   letters and the group's offsets, committed together.
+//!   letters and the group's offsets, committed together. Its `mod.rs` is
+//!   the transaction loop; beside it the failure policy, the watchdog on
+//!   stuck calls, the producer's in-process replacement, the dead letters,
+//!   the topics it creates and the test faults, a file each.
 //! - [`offsets`]: committed offsets at start, watermarks, partition count.
 //! - [`error`]: the error enum and its one mapping to `tonic::Status`.
 //! - [`metrics`]: Prometheus metrics (`/metrics` on `--metrics-listen`).
@@ -23,7 +28,8 @@
 //!   JSON and `/metrics`, with the per-second history behind the charts.
 //! - [`run`] / [`serve`] / [`serve_to`]: start everything (binding `--listen`,
 //!   on a given listener, or writing notifications elsewhere than stdout);
-//!   stop on the cancellation token.
+//!   stop on the cancellation token. [`serve_to`] states the order: prepare,
+//!   spawn the tasks by name, serve gRPC, then drain and wait.
 
 pub mod actor;
 pub mod admin;
@@ -33,6 +39,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod live;
+pub mod messages;
 pub mod metrics;
 pub mod notifier;
 pub mod offsets;
@@ -40,6 +47,7 @@ pub mod output;
 pub mod service;
 pub mod tls;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,16 +56,19 @@ use anyhow::{anyhow, Context};
 use common::pb::{admin_server::AdminServer, coordinator_server::CoordinatorServer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
 
+use assignment::Leaders;
 use config::Config;
 use coordinator::{Coordinator, Settings};
-use offsets::{Offsets, OffsetsView};
-use output::{Output, Rewind, Topics};
+use messages::{Command, OffsetsView, Rewind};
+use offsets::Offsets;
+use output::{Output, Topics};
 
 /// How long open connections (sessions, health watches) may take to close
 /// after shutdown starts, before they are cut.
@@ -86,12 +97,63 @@ pub async fn serve(
 
 /// As [`serve`], writing the console's notifications to `output` instead of
 /// stdout (tests).
+///
+/// In this order, each step only once the one before it is done:
+/// 1. `prepare`: everything that can fail, before any task runs: the flags,
+///    the security files (before Kafka: a wrong file is reported at once),
+///    `--metrics-listen`, the input topic's partitions, the dead-letter and
+///    notifications topics, transactions initialised (which settles what a
+///    previous instance left open) and only then the committed offsets
+///    read, and the partitions' leaders.
+/// 2. `Prepared::spawn`: the tasks, by name: console, output, watermarks,
+///    actor, metadata, HTTP. A console or output that fails, or an HTTP
+///    server that ends, cancels the rest.
+/// 3. The gRPC server, until `shutdown` is cancelled, a task above cancels
+///    it, or the server fails; then everything is cancelled and
+///    `Tasks::wait` joins the tasks in a fixed order: HTTP, metadata,
+///    watermarks, then the actor (it ends the sessions and sends its last
+///    checkpoint after the cancel), the output (it commits that checkpoint
+///    and ends once the actor's sender is gone) and the console (it prints
+///    what is still queued). Of their errors the cause is reported: the
+///    console's, the output's, the gRPC server's, HTTP's, the actor's.
 pub async fn serve_to<W: Write + Send + 'static>(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
     output: W,
 ) -> anyhow::Result<()> {
+    let prepared = prepare(config).await?;
+    // Ours to cancel when anything fails; the caller's token cancels it too.
+    let stop = shutdown.child_token();
+    let (grpc, tasks) = prepared.spawn(output, &stop);
+    let served = grpc.serve(listener, stop.clone()).await;
+    // Whatever ended the server, everything else stops too.
+    stop.cancel();
+    tasks.wait(served).await
+}
+
+/// What [`prepare`] made ready for the tasks.
+struct Prepared {
+    config: Config,
+    security: auth::Security,
+    /// `--metrics-listen`, bound.
+    http_listener: Option<TcpListener>,
+    /// The input topic's partition count at start.
+    partitions: usize,
+    offsets: Arc<Offsets>,
+    /// Transactions initialised, the first one begun.
+    output: Output,
+    /// The group's committed offsets at start (partitions with none absent).
+    committed: BTreeMap<i32, i64>,
+    /// At the start positions, preferring the partitions' leaders.
+    core: Coordinator,
+    /// The leaders `core` prefers, for the metadata watcher to compare with.
+    leaders: Leaders,
+}
+
+/// Step 1 of [`serve_to`]: checks, connects and reads, in that order;
+/// nothing runs yet.
+async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     config.validate().map_err(|e| anyhow!(e))?;
     // Before Kafka: a wrong file is reported at once.
     let security = auth::Security::load(&config)?;
@@ -99,77 +161,39 @@ pub async fn serve_to<W: Write + Send + 'static>(
         Some(addr) => Some(common::http::bind(addr).await?),
         None => None,
     };
-    // Ours to cancel when anything fails; the caller's token cancels it too.
-    let stop = shutdown.child_token();
     let kafka = &config.kafka;
-    let topic = kafka.topic.clone();
-
-    let partitions = common::kafka::topic_partitions(kafka, &topic)
-        .await
-        .with_context(|| format!("reading the metadata of input topic {topic}"))?
-        .ok_or_else(|| {
-            anyhow!(
-                "input topic {topic} does not exist at {}; create it first: run the producer \
-                 (it creates the topic) or `deploy/local/kafka.sh up` (creates DataTopic), \
-                 or point --topic at an existing topic",
-                kafka.bootstrap_servers
-            )
-        })?;
+    let partitions = input_partitions(kafka).await?;
     let topics = Topics {
-        input: topic.clone(),
+        input: kafka.topic.clone(),
         notifications: config.notifications_topic.trim().to_owned(),
         dlq: kafka.dlq_topic(),
     };
-    for (what, name) in [
-        ("dead-letter", &topics.dlq),
-        ("notifications", &topics.notifications),
-    ] {
-        common::kafka::ensure_topic(kafka, name, partitions as i32)
-            .await
-            .with_context(|| format!("preparing the {what} topic {name}"))?;
-    }
+    topics.ensure(kafka, partitions).await?;
 
     let offsets = Arc::new(Offsets::new(kafka, &config.group)?);
-    let group = offsets
-        .group_metadata()
-        .ok_or_else(|| anyhow!("no group metadata for group {}", config.group))?;
     // Before reading the committed offsets: initialising transactions
     // aborts what a previous instance left open, which settles them.
-    let transactional_id = config.transactional_id();
-    let out = {
-        let (kafka, id) = (kafka.clone(), transactional_id.clone());
-        let read_committed = offsets.committed_reader();
-        tokio::task::spawn_blocking(move || {
-            Output::init(&kafka, &id, topics, group, read_committed)
-        })
-        .await
-        .context("transactions task")?
-        .with_context(|| format!("initialising transactions as {transactional_id}"))?
-    };
+    let output = init_output(&config, &offsets, topics).await?;
     let starts = offsets
         .starts((0..partitions as i32).collect())
         .await
         .with_context(|| {
             format!(
-                "reading the committed offsets of group {} for {topic}",
-                config.group
+                "reading the committed offsets of group {} for {}",
+                config.group, kafka.topic
             )
         })?;
     for s in &starts {
         info!(partition = s.partition, committed = ?s.committed, start_offset = s.position, "start position");
     }
-    let committed: std::collections::BTreeMap<i32, i64> = starts
+    let committed = starts
         .iter()
         .filter_map(|s| s.committed.map(|c| (s.partition, c)))
         .collect();
-    let (view_tx, view_rx) = watch::channel(OffsetsView {
-        committed: committed.clone(),
-        high_watermarks: Default::default(),
-    });
 
     let mut core = Coordinator::new(
         Settings {
-            topic: topic.clone(),
+            topic: kafka.topic.clone(),
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
             revoke_timeout: config.revoke_timeout,
@@ -179,123 +203,243 @@ pub async fn serve_to<W: Write + Send + 'static>(
         starts.iter().map(|s| (s.partition, s.position)).collect(),
     );
     // Before any worker joins: the first rebalance already prefers them.
-    let leaders = match offsets.layout().await {
+    let leaders = input_leaders(&offsets).await;
+    core.set_leaders(leaders.clone());
+    Ok(Prepared {
+        config,
+        security,
+        http_listener,
+        partitions,
+        offsets,
+        output,
+        committed,
+        core,
+        leaders,
+    })
+}
+
+/// The input topic's partition count; it must exist.
+async fn input_partitions(kafka: &common::cli::KafkaArgs) -> anyhow::Result<usize> {
+    let topic = &kafka.topic;
+    common::kafka::topic_partitions(kafka, topic)
+        .await
+        .with_context(|| format!("reading the metadata of input topic {topic}"))?
+        .ok_or_else(|| {
+            anyhow!(
+                "input topic {topic} does not exist at {}; create it first: run the producer \
+                 (it creates the topic) or `deploy/local/kafka.sh up` (creates DataTopic), \
+                 or point --topic at an existing topic",
+                kafka.bootstrap_servers
+            )
+        })
+}
+
+/// The transactional output under `--transactional-id`, initialised on the
+/// blocking pool.
+async fn init_output(config: &Config, offsets: &Offsets, topics: Topics) -> anyhow::Result<Output> {
+    let group = offsets
+        .group_metadata()
+        .ok_or_else(|| anyhow!("no group metadata for group {}", config.group))?;
+    let transactional_id = config.transactional_id();
+    let (kafka, id) = (config.kafka.clone(), transactional_id.clone());
+    let read_committed = offsets.committed_reader();
+    tokio::task::spawn_blocking(move || Output::init(&kafka, &id, topics, group, read_committed))
+        .await
+        .context("transactions task")?
+        .with_context(|| format!("initialising transactions as {transactional_id}"))
+}
+
+/// The input partitions' leaders; none (assignment without them) if they
+/// cannot be read.
+async fn input_leaders(offsets: &Offsets) -> Leaders {
+    match offsets.layout().await {
         Ok(Some((_, leaders))) => leaders,
         Ok(None) => Default::default(),
         Err(e) => {
             warn!(error = %e, "could not read the input partitions' leaders; assigning without them");
             Default::default()
         }
-    };
-    core.set_leaders(leaders.clone());
+    }
+}
 
-    // Console: its own blocking thread; a failed write stops the master.
-    let (console_tx, console_rx) = mpsc::channel(notifier::QUEUE_CAPACITY);
-    let format = config.notify_format;
-    let console_failed = stop.clone();
-    let console = tokio::task::spawn_blocking(move || {
-        let result = notifier::run(console_rx, output, format);
-        if result.is_err() {
-            console_failed.cancel();
-        }
-        result
-    });
+impl Prepared {
+    /// Step 2 of [`serve_to`]: starts every task but the gRPC server, which
+    /// it returns ready to serve.
+    fn spawn<W: Write + Send + 'static>(
+        self,
+        console_out: W,
+        stop: &CancellationToken,
+    ) -> (Grpc, Tasks) {
+        let config = self.config;
+        let (view_tx, view_rx) = watch::channel(OffsetsView {
+            committed: self.committed.clone(),
+            high_watermarks: Default::default(),
+        });
 
-    // The transactional output: its own blocking thread; a fatal error
-    // (fenced by a newer master) stops the master.
-    let (output_tx, output_rx) = mpsc::channel(output::QUEUE_CAPACITY);
-    let (rewind_tx, rewind_rx) = watch::channel(Rewind::default());
-    let output_failed = stop.clone();
-    let stopping = stop.clone();
-    let output_view = view_tx.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        let result = out.run(committed, output_rx, rewind_tx, output_view, stopping);
-        if result.is_err() {
-            output_failed.cancel();
-        }
-        result
-    });
+        // Console: its own blocking thread; a failed write stops the master.
+        let (console_tx, console_rx) = mpsc::channel(notifier::QUEUE_CAPACITY);
+        let format = config.notify_format;
+        let console =
+            blocking_or_stop(stop, move || notifier::run(console_rx, console_out, format));
 
-    let (count_tx, count_rx) = watch::channel(partitions);
-    let watermarks = tokio::spawn(offsets::watch_watermarks(
-        offsets.clone(),
-        count_rx,
-        view_tx.clone(),
-        config.commit_interval.max(Duration::from_secs(1)),
-        stop.clone(),
-    ));
+        // The transactional output: its own blocking thread; a fatal error
+        // (fenced by a newer master) stops the master.
+        let (output_tx, output_rx) = mpsc::channel(output::QUEUE_CAPACITY);
+        let (rewind_tx, rewind_rx) = watch::channel(Rewind::default());
+        let (out, committed) = (self.output, self.committed);
+        let (output_view, stopping) = (view_tx.clone(), stop.clone());
+        let writer = blocking_or_stop(stop, move || {
+            out.run(committed, output_rx, rewind_tx, output_view, stopping)
+        });
 
-    let (commands, commands_rx) = mpsc::channel(actor::COMMAND_CAPACITY);
-    let metrics = Arc::new(metrics::Metrics::with_auth_refused(security.auth.refused()));
-    let liveness_every = config
-        .heartbeat_interval
-        .min(config.heartbeat_timeout / 4)
-        .max(Duration::from_millis(10));
-    let actor = tokio::spawn(actor::run(
-        core,
-        commands_rx,
-        actor::Sinks {
-            console: console_tx,
-            output: output_tx,
-            output_room: Arc::new(tokio::sync::Semaphore::new(output::QUEUE_BYTES)),
-            rewinds: rewind_rx,
-            metrics: metrics.clone(),
-        },
-        liveness_every,
-        config.commit_interval,
-        stop.clone(),
-    ));
-    let metadata = tokio::spawn(offsets::watch_partitions(
-        offsets.clone(),
-        count_tx,
-        commands.clone(),
-        view_tx,
-        leaders,
-        config.metadata_interval,
-        stop.clone(),
-    ));
+        let (count_tx, count_rx) = watch::channel(self.partitions);
+        let watermarks = tokio::spawn(offsets::watch_watermarks(
+            self.offsets.clone(),
+            count_rx,
+            view_tx.clone(),
+            config.commit_interval.max(Duration::from_secs(1)),
+            stop.clone(),
+        ));
 
-    // Prometheus and the live page, when asked for; it failing stops the master.
-    let http = http_listener.map(|listener| {
-        let live = live::Live::new(
+        let (commands, commands_rx) = mpsc::channel(actor::COMMAND_CAPACITY);
+        let metrics = Arc::new(metrics::Metrics::with_auth_refused(
+            self.security.auth.refused(),
+        ));
+        let liveness_every = config
+            .heartbeat_interval
+            .min(config.heartbeat_timeout / 4)
+            .max(Duration::from_millis(10));
+        let actor = tokio::spawn(actor::run(
+            self.core,
+            commands_rx,
+            actor::Sinks {
+                console: console_tx,
+                output: output_tx,
+                output_room: Arc::new(tokio::sync::Semaphore::new(output::QUEUE_BYTES)),
+                rewinds: rewind_rx,
+                metrics: metrics.clone(),
+            },
+            liveness_every,
+            config.commit_interval,
+            stop.clone(),
+        ));
+        let metadata = tokio::spawn(offsets::watch_partitions(
+            self.offsets,
+            count_tx,
             commands.clone(),
-            view_rx.clone(),
-            metrics,
-            topic.clone(),
-            config.group.clone(),
-        );
-        let sampling = tokio::spawn(live.clone().sample(stop.clone()));
-        let stopping = stop.clone();
-        tokio::spawn(async move {
-            let served = common::http::serve(listener, live.router(), stopping.clone()).await;
-            stopping.cancel();
-            let _ = sampling.await;
-            served
-        })
-    });
+            view_tx,
+            self.leaders,
+            config.metadata_interval,
+            stop.clone(),
+        ));
 
-    let served = grpc(&config, security, listener, commands, view_rx, stop.clone()).await;
-    // Whatever ended the server, everything else stops too.
-    stop.cancel();
-    let http_result = match http {
-        Some(http) => http.await.context("HTTP task")?,
-        None => Ok(()),
-    };
+        // Prometheus and the live page, when asked for; it failing stops the master.
+        let http = self.http_listener.map(|listener| {
+            let live = live::Live::new(
+                commands.clone(),
+                view_rx.clone(),
+                metrics,
+                config.kafka.topic.clone(),
+                config.group.clone(),
+            );
+            spawn_http(listener, live, stop)
+        });
 
-    let _ = metadata.await;
-    let _ = watermarks.await;
-    let actor_result = actor.await.context("coordinator task")?;
-    let output_result = writer.await.context("output task")?;
-    let console_result = console.await.context("console task")?;
-    // The cause first: a broken stdout also leaves the last transaction
-    // uncommitted; a fenced output leaves the console fine.
-    console_result.context("writing notifications to stdout")?;
-    output_result.context("writing to Kafka")?;
-    served?;
-    http_result.context("serving --metrics-listen")?;
-    actor_result?;
-    info!("master stopped");
-    Ok(())
+        let tasks = Tasks {
+            http,
+            metadata,
+            watermarks,
+            actor,
+            output: writer,
+            console,
+        };
+        let grpc = Grpc {
+            config,
+            security: self.security,
+            commands,
+            offsets: view_rx,
+        };
+        (grpc, tasks)
+    }
+}
+
+/// Runs `f` on the blocking pool; an error it returns cancels `stop`.
+fn blocking_or_stop<T, E>(
+    stop: &CancellationToken,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> JoinHandle<Result<T, E>>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let failed = stop.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = f();
+        if result.is_err() {
+            failed.cancel();
+        }
+        result
+    })
+}
+
+/// Serves `--metrics-listen` until `stop`, with the live page's sampler;
+/// the server ending, however, cancels `stop`.
+fn spawn_http(
+    listener: TcpListener,
+    live: live::Live,
+    stop: &CancellationToken,
+) -> JoinHandle<anyhow::Result<()>> {
+    let sampling = tokio::spawn(live.clone().sample(stop.clone()));
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        let served = common::http::serve(listener, live.router(), stopping.clone()).await;
+        stopping.cancel();
+        let _ = sampling.await;
+        served
+    })
+}
+
+/// The master's tasks, by name, as [`Prepared::spawn`] started them.
+struct Tasks {
+    /// `--metrics-listen`: the live page's sampler and the HTTP server.
+    http: Option<JoinHandle<anyhow::Result<()>>>,
+    /// New partitions and leaders, for the actor.
+    metadata: JoinHandle<()>,
+    /// High watermarks, for the lag.
+    watermarks: JoinHandle<()>,
+    /// The coordinator's owner; sends the last checkpoint once cancelled.
+    actor: JoinHandle<Result<(), actor::Gone>>,
+    /// The transactional output; ends when the actor's sender is gone.
+    output: JoinHandle<output::Result<()>>,
+    /// The console; ends when the actor's sender is gone.
+    console: JoinHandle<std::io::Result<()>>,
+}
+
+impl Tasks {
+    /// Step 3 of [`serve_to`], once everything is cancelled: joins the
+    /// tasks in this order (the actor before the output and the console,
+    /// whose queues close when it is gone), then reports how the master
+    /// ended, given how the gRPC server did (`served`).
+    async fn wait(self, served: anyhow::Result<()>) -> anyhow::Result<()> {
+        let http_result = match self.http {
+            Some(http) => http.await.context("HTTP task")?,
+            None => Ok(()),
+        };
+        let _ = self.metadata.await;
+        let _ = self.watermarks.await;
+        let actor_result = self.actor.await.context("coordinator task")?;
+        let output_result = self.output.await.context("output task")?;
+        let console_result = self.console.await.context("console task")?;
+        // The cause first: a broken stdout also leaves the last transaction
+        // uncommitted; a fenced output leaves the console fine.
+        console_result.context("writing notifications to stdout")?;
+        output_result.context("writing to Kafka")?;
+        served?;
+        http_result.context("serving --metrics-listen")?;
+        actor_result?;
+        info!("master stopped");
+        Ok(())
+    }
 }
 
 /// Warns when anyone who can reach the port could act as a worker.
@@ -313,6 +457,29 @@ fn warn_if_open(addr: std::net::SocketAddr, tls: bool, token: bool) {
     }
 }
 
+/// The gRPC server's parts, as [`Prepared::spawn`] leaves them.
+struct Grpc {
+    config: Config,
+    security: auth::Security,
+    /// Into the actor.
+    commands: mpsc::Sender<Command>,
+    /// For the Admin service.
+    offsets: watch::Receiver<OffsetsView>,
+}
+
+impl Grpc {
+    /// Serves on `listener` until `shutdown` (see [`grpc`]).
+    async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Grpc {
+            config,
+            security,
+            commands,
+            offsets,
+        } = self;
+        grpc(&config, security, listener, commands, offsets, shutdown).await
+    }
+}
+
 /// Builds the gRPC server (Coordinator, Admin, health, reflection v1 and
 /// v1alpha) and serves until `shutdown`, waiting at most [`DRAIN_TIMEOUT`]
 /// for open streams.
@@ -320,7 +487,7 @@ async fn grpc(
     config: &Config,
     security: auth::Security,
     listener: TcpListener,
-    commands: mpsc::Sender<actor::Command>,
+    commands: mpsc::Sender<Command>,
     offsets: watch::Receiver<OffsetsView>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {

@@ -18,10 +18,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::actor::{self, Command};
+use crate::actor;
 use crate::coordinator::{now_ms, Snapshot, Stats};
+use crate::messages::{Command, OffsetsView};
 use crate::metrics::{self, LatencyPercentiles, Metrics};
-use crate::offsets::OffsetsView;
 
 /// Seconds of per-second samples kept (and shown).
 pub const HISTORY: usize = 300;

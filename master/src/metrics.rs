@@ -21,7 +21,7 @@ use common::metrics::{
 use common::pb;
 
 use crate::coordinator::{DeadLetter, Notification, Snapshot};
-use crate::offsets::OffsetsView;
+use crate::messages::OffsetsView;
 
 /// Most distinct invalid reasons kept apart; more are counted as `other`
 /// (the reason is a code a worker sends, so its set must stay bounded).

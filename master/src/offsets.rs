@@ -21,8 +21,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::actor::Command;
 use crate::assignment::Leaders;
+use crate::messages::{Command, OffsetsView, ReadCommitted};
 
 /// Where a partition starts: the group's committed offset if there is one,
 /// else the partition's earliest offset.
@@ -31,15 +31,6 @@ pub struct Start {
     pub partition: i32,
     pub committed: Option<i64>,
     pub position: i64,
-}
-
-/// What the offsets side knows, for GetStats.
-#[derive(Debug, Clone, Default)]
-pub struct OffsetsView {
-    /// Offset committed for the group, per partition (absent: none yet).
-    pub committed: BTreeMap<i32, i64>,
-    /// Last high watermark fetched, per partition (absent: unknown).
-    pub high_watermarks: BTreeMap<i32, i64>,
 }
 
 /// The group's offsets client for one topic.
@@ -84,7 +75,7 @@ impl Offsets {
 
     /// A blocking reader of the group's committed offsets, for the output
     /// thread (which reads them back after replacing its producer).
-    pub fn committed_reader(&self) -> crate::output::ReadCommitted {
+    pub fn committed_reader(&self) -> ReadCommitted {
         let consumer = self.consumer.clone();
         let topic = self.topic.clone();
         let timeout = self.timeout;

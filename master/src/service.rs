@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, instrument, warn};
 
-use crate::actor::{Accepted, Command};
 use crate::coordinator::{Batch, Hello, Invalid, Outcome, Progress, Record, SessionId, WorkerMsg};
 use crate::error::Error;
+use crate::messages::{Accepted, Command};
 
 /// The Coordinator service.
 #[derive(Clone)]
