@@ -25,7 +25,9 @@ names=()
 pids=()
 stopping=0
 cleanup() {
-  trap - INT TERM EXIT
+  trap - INT TERM HUP EXIT
+  # A closed terminal or pipe must not stop the clean-up half way.
+  trap '' PIPE
   stopping=1
   echo "run.sh: stopping" >&2
   # Producer first, then workers (they drain and leave), then the master (final commit).
@@ -38,7 +40,7 @@ cleanup() {
     "$kafka" down
   fi
 }
-trap cleanup INT TERM EXIT
+trap cleanup INT TERM HUP EXIT
 
 # setsid: Ctrl-C reaches only this script, which then stops each child once, cleanly.
 start() { # start NAME COMMAND...
@@ -57,7 +59,7 @@ if props="$("$kafka" client-properties 2>/dev/null)"; then
   export KAFKA_OPTIONS_FILE="$props"
 fi
 
-echo "run.sh: building (release)" >&2
+echo "run.sh: building (release; the first build takes several minutes)" >&2
 cargo build --release --quiet --bins
 
 start master target/release/master --listen 127.0.0.1:50051 --notify-format "${NOTIFY_FORMAT:-text}" \

@@ -39,31 +39,20 @@ impl AdminService {
 }
 
 /// Per-partition stats: owner and generation from the coordinator, offsets
-/// from Kafka. Lag is 0 while either offset is unknown.
+/// from Kafka (as [`crate::metrics::partition_lags`] reads them). Lag is 0
+/// while either offset is unknown.
 pub fn partition_stats(snapshot: &Snapshot, offsets: &OffsetsView) -> Vec<pb::PartitionStats> {
     snapshot
         .assignments
         .iter()
-        .map(|a| {
-            let committed_offset = offsets.committed.get(&a.partition).copied().unwrap_or(-1);
-            let high_watermark = offsets
-                .high_watermarks
-                .get(&a.partition)
-                .copied()
-                .unwrap_or(-1);
-            let lag = if committed_offset >= 0 && high_watermark >= 0 {
-                (high_watermark - committed_offset).max(0)
-            } else {
-                0
-            };
-            pb::PartitionStats {
-                partition: a.partition,
-                owner: a.owner.clone(),
-                generation: a.generation,
-                committed_offset,
-                high_watermark,
-                lag,
-            }
+        .zip(crate::metrics::partition_lags(snapshot, offsets))
+        .map(|(a, l)| pb::PartitionStats {
+            partition: a.partition,
+            owner: a.owner.clone(),
+            generation: a.generation,
+            committed_offset: l.committed,
+            high_watermark: l.high_watermark,
+            lag: l.committed_lag.unwrap_or(0),
         })
         .collect()
 }

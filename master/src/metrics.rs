@@ -162,7 +162,12 @@ pub fn partition_lags(snapshot: &Snapshot, offsets: &OffsetsView) -> Vec<Partiti
         .assignments
         .iter()
         .map(|a| {
-            let high = offsets.high_watermarks.get(&a.partition).copied();
+            // Fetched every second or so, the watermark can trail what was
+            // notified since; the partition holds at least `next_offset`.
+            let high = offsets
+                .high_watermarks
+                .get(&a.partition)
+                .map(|h| (*h).max(a.next_offset));
             let committed = offsets.committed.get(&a.partition).copied();
             PartitionLag {
                 partition: a.partition,
@@ -432,6 +437,20 @@ mod tests {
         }
         // Partition 1 has never been committed: no committed lag to show.
         assert!(!text.contains("committed_lag_records{partition=\"1\"}"));
+    }
+
+    #[test]
+    fn a_watermark_fetched_before_the_last_notifications_is_not_shown_behind_them() {
+        // Partition 0 is notified up to 40; its watermark was read at 38.
+        let offsets = OffsetsView {
+            committed: [(0, 40)].into(),
+            high_watermarks: [(0, 38)].into(),
+        };
+        let lag = &partition_lags(&snapshot(), &offsets)[0];
+        assert_eq!(
+            (lag.high_watermark, lag.processed_lag, lag.committed_lag),
+            (40, Some(0), Some(0))
+        );
     }
 
     #[test]
