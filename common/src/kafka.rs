@@ -298,6 +298,39 @@ pub async fn topic_partitions(args: &KafkaArgs, topic: &str) -> Result<Option<us
     }
 }
 
+/// How often [`wait_for_topic`] asks again.
+const TOPIC_POLL: Duration = Duration::from_millis(500);
+
+/// Number of partitions of `topic`, waiting up to `within` for it to exist
+/// (its creator starting beside this process, as a Kubernetes Job does, or a
+/// broker that has not yet learned of a topic just created); says so once in
+/// the log. `None` if it still does not exist then.
+pub async fn wait_for_topic(
+    args: &KafkaArgs,
+    topic: &str,
+    within: Duration,
+) -> Result<Option<usize>> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut waiting = false;
+    loop {
+        if let Some(n) = topic_partitions(args, topic).await? {
+            if waiting {
+                tracing::info!(topic, partitions = n, "the topic exists now");
+            }
+            return Ok(Some(n));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        if !waiting {
+            tracing::info!(topic, wait = ?within, "the topic does not exist yet; waiting for it");
+            waiting = true;
+        }
+        tokio::time::sleep(TOPIC_POLL.min(deadline - now)).await;
+    }
+}
+
 /// Creates `topic` if it does not exist, replicated on up to three brokers and
 /// requiring two in sync when there are three. Returns its partition count.
 pub async fn ensure_topic(args: &KafkaArgs, topic: &str, partitions: i32) -> Result<usize> {

@@ -66,6 +66,12 @@ pub struct Config {
     #[arg(long, env = "MASTER_COMMIT_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub commit_interval: Duration,
 
+    /// How long to wait at start for the input topic to exist (created by a
+    /// job starting beside the master, or not yet known to the broker
+    /// asked); the master gives up after it. `0s`: not at all.
+    #[arg(long, env = "MASTER_TOPIC_WAIT", default_value = "60s", value_parser = parse_duration)]
+    pub topic_wait: Duration,
+
     /// How often the input topic's partition count is re-read; new partitions
     /// are assigned from their earliest offset.
     #[arg(long, env = "MASTER_METADATA_INTERVAL", default_value = "5s", value_parser = parse_duration)]

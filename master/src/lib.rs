@@ -122,7 +122,12 @@ pub async fn serve_to<W: Write + Send + 'static>(
     shutdown: CancellationToken,
     output: W,
 ) -> anyhow::Result<()> {
-    let prepared = prepare(config).await?;
+    let prepared = tokio::select! {
+        prepared = prepare(config) => prepared?,
+        // A signal while starting (waiting for the input topic, say):
+        // nothing runs yet that would need draining.
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     // Ours to cancel when anything fails; the caller's token cancels it too.
     let stop = shutdown.child_token();
     let (grpc, tasks) = prepared.spawn(output, &stop);
@@ -162,7 +167,7 @@ async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         None => None,
     };
     let kafka = &config.kafka;
-    let partitions = input_partitions(kafka).await?;
+    let partitions = input_partitions(kafka, config.topic_wait).await?;
     let topics = Topics {
         input: kafka.topic.clone(),
         notifications: config.notifications_topic.trim().to_owned(),
@@ -218,17 +223,19 @@ async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     })
 }
 
-/// The input topic's partition count; it must exist.
-async fn input_partitions(kafka: &common::cli::KafkaArgs) -> anyhow::Result<usize> {
+/// The input topic's partition count, once it exists (waiting up to
+/// `--topic-wait` for it).
+async fn input_partitions(kafka: &common::cli::KafkaArgs, wait: Duration) -> anyhow::Result<usize> {
     let topic = &kafka.topic;
-    common::kafka::topic_partitions(kafka, topic)
+    common::kafka::wait_for_topic(kafka, topic, wait)
         .await
         .with_context(|| format!("reading the metadata of input topic {topic}"))?
         .ok_or_else(|| {
             anyhow!(
-                "input topic {topic} does not exist at {}; create it first: run the producer \
-                 (it creates the topic) or `deploy/local/kafka.sh up` (creates DataTopic), \
-                 or point --topic at an existing topic",
+                "input topic {topic} does not exist at {} (waited {wait:?}, --topic-wait); \
+                 create it first: run the producer (it creates the topic) or \
+                 `deploy/local/kafka.sh up` (creates DataTopic), or point --topic at an \
+                 existing topic",
                 kafka.bootstrap_servers
             )
         })

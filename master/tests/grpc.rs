@@ -8,6 +8,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use common::classify::Kind;
 use common::pb::{self, session_request::Body, session_response};
@@ -656,7 +657,13 @@ async fn protocol_violations_are_refused_with_the_right_code() {
 async fn a_missing_input_topic_is_a_clear_error() {
     let bootstrap = bootstrap();
     let topic = unique("master-grpc-missing");
-    let m = Master::start(config(&bootstrap, &topic, "unused", &[])).await;
+    let m = Master::start(config(
+        &bootstrap,
+        &topic,
+        "unused",
+        &["--topic-wait", "2s"],
+    ))
+    .await;
     let err = tokio::time::timeout(WAIT, m.task)
         .await
         .expect("master did not give up")
@@ -668,6 +675,50 @@ async fn a_missing_input_topic_is_a_clear_error() {
         "{text}"
     );
     assert!(text.contains("producer"), "says how to create it: {text}");
+    assert!(
+        text.contains("waited 2s"),
+        "says how long it waited: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_started_before_its_input_topic_waits_for_it() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-late-topic");
+    let cfg = config(&bootstrap, &topic, &unique("g"), &["--topic-wait", "60s"]);
+    let m = Master::start(cfg.clone()).await;
+    // The topic comes 3 s later, as from a Kubernetes Job started beside it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !m.task.is_finished(),
+        "the master gave up instead of waiting"
+    );
+    topic_with_records(&cfg, 3, 0).await;
+    let mut w = FakeWorker::connect(&m.url(), "late").await.unwrap();
+    let assigned = w.assigns(3).await;
+    assert_eq!(assigned.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_waiting_for_its_topic_stops_at_once_when_told() {
+    let bootstrap = bootstrap();
+    let topic = unique("master-grpc-never");
+    let m = Master::start(config(
+        &bootstrap,
+        &topic,
+        "unused",
+        &["--topic-wait", "60s"],
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let asked = std::time::Instant::now();
+    m.stop().await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -702,7 +753,7 @@ async fn a_silent_worker_is_ended_and_its_partitions_move() {
                 {
                     return;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
@@ -715,7 +766,7 @@ async fn a_silent_worker_is_ended_and_its_partitions_move() {
     let got = alive.assigns(2).await;
     let elapsed = started.elapsed();
     assert!(
-        elapsed < std::time::Duration::from_secs(3),
+        elapsed < Duration::from_secs(3),
         "detected after {elapsed:?}"
     );
     assert!(got.contains_key(revoked.keys().next().unwrap()));
@@ -751,7 +802,7 @@ async fn new_partitions_are_assigned_within_seconds() {
         more.values().all(|a| a.start_offset == 0),
         "from the earliest offset"
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(10));
     m.stop().await;
 }
 
@@ -969,7 +1020,7 @@ async fn an_aborted_transaction_rewinds_to_the_committed_offsets_and_loses_nothi
     let mut generation = first.generation;
     let mut rewinds = 0;
     loop {
-        let next = tokio::time::timeout(std::time::Duration::from_secs(5), w.next()).await;
+        let next = tokio::time::timeout(Duration::from_secs(5), w.next()).await;
         let Ok(next) = next else {
             break;
         };
