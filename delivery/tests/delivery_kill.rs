@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e::{committed_offsets, end_offsets, free_port, Pipeline, Proc};
+use e2e::{free_port, Proc};
 use support::*;
 
 /// `--max-in-flight` of the delivery processes: the re-send window per kill.
@@ -16,30 +16,17 @@ const MAX_IN_FLIGHT: usize = 16;
 
 #[test]
 fn two_sigkills_lose_nothing_and_resend_at_most_the_in_flight_window() {
-    let mut p = Pipeline::start("delivery-kill", 6);
-    p.start_worker("w1");
-    p.start_worker("w2");
-    p.produce(5_000, 0, 4242);
-    p.wait_until_committed_to_end(Duration::from_secs(180));
-    p.stop();
-    let expected = purchases(&p.cluster, &p.topic);
+    let (p, expected) = filled_notifications("delivery-kill", 5_000, 4242);
     let want = expected.len() as u64;
 
     let mut mailpit = Mailpit::start(&p.dir, "mailpit", &[]);
-    let group = format!("{}-delivery", p.topic);
+    let group = delivery_group(&p);
     let in_flight = MAX_IN_FLIGHT.to_string();
     // Paced, so each kill lands mid-stream with the window full.
     let extra = ["--max-in-flight", &in_flight, "--max-per-second", "200"];
     let smtp_url = mailpit.smtp_url();
     let start = |run: usize| {
-        let args = delivery_args(
-            &p.cluster.bootstrap,
-            &p.notifications_topic,
-            &group,
-            &smtp_url,
-            free_port(),
-            &extra,
-        );
+        let args = delivery_args(&p, &smtp_url, free_port(), &extra);
         Proc::spawn(&format!("delivery-{run}"), &p.dir, &delivery_bin(), &args)
     };
 
@@ -64,28 +51,17 @@ fn two_sigkills_lose_nothing_and_resend_at_most_the_in_flight_window() {
         delivery = start(run);
     }
     let started = Instant::now();
-    wait_for(
-        "every purchase e-mailed and the group committed to the end",
-        Duration::from_secs(300),
-        &mut [&mut delivery, &mut mailpit.proc],
-        || {
-            mailpit.api.total() >= want && {
-                let end = end_offsets(&p.cluster, &p.notifications_topic);
-                let done = committed_offsets(&p.cluster, &p.notifications_topic, &group);
-                end.iter().all(|(k, v)| done.get(k) == Some(v))
-            }
-        },
+    finish_delivery(
+        &mut mailpit,
+        &mut delivery,
+        (&p.cluster, &p.notifications_topic, &group),
+        want,
+        None,
     );
     println!(
         "delivery-kill: the last run finished {:.1} s after its start (a SIGKILLed member's \
          partitions wait for its session to expire)",
         started.elapsed().as_secs_f64()
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        delivery.terminate(Duration::from_secs(30)),
-        "delivery did not exit cleanly:\n{}",
-        delivery.stderr_text()
     );
 
     let mails = mailpit.api.messages();

@@ -7,59 +7,38 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::classify::Kind;
-use e2e::{committed_offsets, end_offsets, free_port, Pipeline, Proc, Scrape};
+use e2e::{free_port, Proc};
 use support::*;
 
 #[test]
 fn five_thousand_records_one_email_per_purchase() {
-    let mut p = Pipeline::start("delivery-e2e", 6);
-    p.start_worker("w1");
-    p.start_worker("w2");
-    p.produce(5_000, 0, 2027);
-    p.wait_until_committed_to_end(Duration::from_secs(180));
-    p.stop();
-    let expected = purchases(&p.cluster, &p.topic);
+    let (p, expected) = filled_notifications("delivery-e2e", 5_000, 2027);
     let e = e2e::Expected::from_topic(&p.cluster, &p.topic);
     assert_eq!(e.purchases.len() + e.no_purchase + e.invalid.len(), 5_000);
     assert!(e.no_purchase > 0 && !e.invalid.is_empty());
     assert_eq!(expected.len(), e.purchases.len());
 
     let mut mailpit = Mailpit::start(&p.dir, "mailpit", &[]);
-    let group = format!("{}-delivery", p.topic);
+    let group = delivery_group(&p);
     let metrics_port = free_port();
     let args = delivery_args(
-        &p.cluster.bootstrap,
-        &p.notifications_topic,
-        &group,
+        &p,
         &mailpit.smtp_url(),
         metrics_port,
         &["--from", "Cyberday <notificaciones@cyberday.example>"],
     );
     let mut delivery = Proc::spawn("delivery", &p.dir, &delivery_bin(), &args);
     let want = expected.len() as u64;
-    wait_for(
-        "every purchase in Mailpit and the delivery group committed to the end",
-        Duration::from_secs(300),
-        &mut [&mut delivery, &mut mailpit.proc],
-        || {
-            mailpit.api.total() >= want && {
-                let end = end_offsets(&p.cluster, &p.notifications_topic);
-                let done = committed_offsets(&p.cluster, &p.notifications_topic, &group);
-                end.iter().all(|(k, v)| done.get(k) == Some(v))
-            }
-        },
-    );
-    // Anything still on its way would show up now.
-    std::thread::sleep(Duration::from_secs(2));
-    let scrape = Scrape::get(metrics_port);
-    assert!(
-        delivery.terminate(Duration::from_secs(30)),
-        "delivery did not exit cleanly:\n{}",
-        delivery.stderr_text()
-    );
+    let scrape = finish_delivery(
+        &mut mailpit,
+        &mut delivery,
+        (&p.cluster, &p.notifications_topic, &group),
+        want,
+        Some(metrics_port),
+    )
+    .unwrap();
 
     let mails = mailpit.api.messages();
     assert_eq!(

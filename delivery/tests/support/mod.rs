@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::classify::{classify, Classification, Kind, Rules};
 use common::record::Purchase;
-use e2e::{free_port, read_topic, Cluster, Proc};
+use e2e::{committed_offsets, end_offsets, free_port, read_topic, Cluster, Pipeline, Proc, Scrape};
 use serde_json::Value;
 
 /// The `mailpit` binary: on PATH or where `go install` puts it.
@@ -223,22 +223,78 @@ pub fn purchases(cluster: &Cluster, topic: &str) -> BTreeMap<String, (Kind, Purc
     out
 }
 
-/// A delivery process's command line for `notifications` into `mailpit`.
+/// A notifications topic filled for real: `records` shoppers (seeded) through
+/// the producer, a master and two workers; returns the pipeline (stopped)
+/// and every valid purchase of its input.
+pub fn filled_notifications(
+    test: &str,
+    records: u64,
+    seed: u64,
+) -> (Pipeline, BTreeMap<String, (Kind, Purchase)>) {
+    let mut p = Pipeline::start(test, 6);
+    p.start_worker("w1");
+    p.start_worker("w2");
+    p.produce(records, 0, seed);
+    p.wait_until_committed_to_end(Duration::from_secs(180));
+    p.stop();
+    let purchases = purchases(&p.cluster, &p.topic);
+    (p, purchases)
+}
+
+/// Whether `group` has committed every partition of `topic` to its end.
+pub fn committed_to_end(cluster: &Cluster, topic: &str, group: &str) -> bool {
+    let end = end_offsets(cluster, topic);
+    let done = committed_offsets(cluster, topic, group);
+    end.iter().all(|(k, v)| done.get(k) == Some(v))
+}
+
+/// Waits until Mailpit holds `want` e-mails and `group` has committed the
+/// notifications `topic` to its end, lets anything still on its way
+/// arrive, scrapes the delivery's `/metrics` (on `metrics_port`, when
+/// given) and stops it, which must exit cleanly.
+pub fn finish_delivery(
+    mailpit: &mut Mailpit,
+    delivery: &mut Proc,
+    (cluster, topic, group): (&Cluster, &str, &str),
+    want: u64,
+    metrics_port: Option<u16>,
+) -> Option<Scrape> {
+    wait_for(
+        "the e-mails in Mailpit and the delivery group committed to the end",
+        Duration::from_secs(300),
+        &mut [&mut *delivery, &mut mailpit.proc],
+        || mailpit.api.total() >= want && committed_to_end(cluster, topic, group),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let scrape = metrics_port.map(Scrape::get);
+    assert!(
+        delivery.terminate(Duration::from_secs(30)),
+        "delivery did not exit cleanly:\n{}",
+        delivery.stderr_text()
+    );
+    scrape
+}
+
+/// The delivery group of the tests on `p`'s notifications topic.
+pub fn delivery_group(p: &Pipeline) -> String {
+    format!("{}-delivery", p.topic)
+}
+
+/// A delivery process's command line for `p`'s notifications topic into
+/// the SMTP server at `smtp_url`.
 pub fn delivery_args(
-    bootstrap: &str,
-    notifications: &str,
-    group: &str,
+    p: &Pipeline,
     smtp_url: &str,
     metrics_port: u16,
     extra: &[&str],
 ) -> Vec<String> {
     let mut args: Vec<String> = [
         "--bootstrap-servers",
-        bootstrap,
+        &p.cluster.bootstrap,
         "--notifications-topic",
-        notifications,
+        &p.notifications_topic,
         "--group",
-        group,
+        &delivery_group(p),
         "--smtp-url",
         smtp_url,
         "--metrics-listen",
