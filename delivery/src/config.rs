@@ -52,8 +52,9 @@ pub struct Config {
     /// `smtp://host:port?tls=required` (STARTTLS, required),
     /// `smtp://host:port?tls=opportunistic` or `smtps://host:port`
     /// (implicit TLS). Credentials never go here: see `--smtp-credentials-file`.
+    /// E-mail is off without it (then `--webhook-url` is needed).
     #[arg(long, env = "DELIVERY_SMTP_URL")]
-    pub smtp_url: String,
+    pub smtp_url: Option<String>,
 
     /// A file holding the SMTP user on its first line and the password on
     /// its second, read at start; the password appears in no log.
@@ -77,6 +78,22 @@ pub struct Config {
         default_value = "Cyberday <notificaciones@cyberday.example>"
     )]
     pub from: String,
+
+    /// URL every notification is POSTed to as JSON, with an
+    /// `Idempotency-Key` (the folio) and an HMAC-SHA256 signature. Off when
+    /// not given.
+    #[arg(long, env = "DELIVERY_WEBHOOK_URL")]
+    pub webhook_url: Option<reqwest::Url>,
+
+    /// A file holding the webhook's signing secret (its whole content);
+    /// needed with `--webhook-url`.
+    #[arg(long, env = "DELIVERY_WEBHOOK_SECRET_FILE", value_name = "PATH")]
+    pub webhook_secret_file: Option<PathBuf>,
+
+    /// How long one webhook call may take before it counts as a
+    /// (transient) timeout.
+    #[arg(long, env = "DELIVERY_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
 
     /// Most notifications sent but not yet recorded in the ledger. This is
     /// the window a crash can re-send: at most this many e-mails per process.
@@ -156,11 +173,18 @@ impl Config {
         if topics[0] == topics[1] || topics[0] == topics[2] || topics[1] == topics[2] {
             return Err("--notifications-topic, --ledger-topic and --dlq-topic must differ".into());
         }
+        if self.smtp_url.is_none() && self.webhook_url.is_none() {
+            return Err("nothing to deliver to: give --smtp-url, --webhook-url or both".into());
+        }
+        if self.webhook_url.is_some() != self.webhook_secret_file.is_some() {
+            return Err("--webhook-url and --webhook-secret-file go together".into());
+        }
         if self.group.trim().is_empty() {
             return Err("--group must not be empty".into());
         }
         for (flag, d) in [
             ("--smtp-timeout", self.smtp_timeout),
+            ("--webhook-timeout", self.webhook_timeout),
             ("--commit-interval", self.commit_interval),
             ("--retry-min-delay", self.retry_min_delay),
         ] {
@@ -197,10 +221,15 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
-        assert!(
-            Config::try_parse_from(["delivery"]).is_err(),
-            "--smtp-url is needed"
-        );
+        let none = Config::try_parse_from(["delivery"]).unwrap();
+        assert!(none.validate().unwrap_err().contains("nothing to deliver"));
+        let hook =
+            Config::try_parse_from(["delivery", "--webhook-url", "http://127.0.0.1:1/h"]).unwrap();
+        assert!(hook
+            .validate()
+            .unwrap_err()
+            .contains("--webhook-secret-file"));
+        assert!(Config::try_parse_from(["delivery", "--webhook-url", "not a url"]).is_err());
         let base = ["delivery", "--smtp-url", "smtp://x:1"];
         for extra in [
             &["--max-in-flight", "0"][..],

@@ -17,6 +17,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use crate::deliver::Failure;
 use crate::notice::Notice;
 use crate::{Error, Result};
 
@@ -26,23 +27,6 @@ pub const MESSAGE_ID_DOMAIN: &str = "notificaciones.cyberday";
 /// `<FOLIO@notificaciones.cyberday>`: the same for every send of one folio.
 pub fn message_id(folio: &str) -> String {
     format!("<{folio}@{MESSAGE_ID_DOMAIN}>")
-}
-
-/// How one attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// Worth retrying: SMTP 4xx (421 included), a timeout, a lost connection.
-    Transient { reason: String, detail: String },
-    /// Retrying cannot help: SMTP 5xx, an address that is not one.
-    Permanent { reason: String, detail: String },
-}
-
-impl Failure {
-    pub fn reason(&self) -> &str {
-        match self {
-            Failure::Transient { reason, .. } | Failure::Permanent { reason, .. } => reason,
-        }
-    }
 }
 
 /// Sends the notifications' e-mails.
@@ -124,7 +108,11 @@ fn classify(e: &lettre::transport::smtp::Error) -> Failure {
         return if e.is_permanent() {
             Failure::Permanent { reason, detail }
         } else {
-            Failure::Transient { reason, detail }
+            Failure::Transient {
+                reason,
+                detail,
+                retry_after: None,
+            }
         };
     }
     let reason = if e.is_timeout() {
@@ -139,6 +127,7 @@ fn classify(e: &lettre::transport::smtp::Error) -> Failure {
     Failure::Transient {
         reason: reason.into(),
         detail,
+        retry_after: None,
     }
 }
 

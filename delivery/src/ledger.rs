@@ -27,7 +27,9 @@ pub const TOPIC_CONFIGS: &[(&str, &str)] = &[("cleanup.policy", "compact")];
 #[derive(Serialize)]
 pub struct Entry<'a> {
     pub folio: &'a str,
-    pub channel: &'a str,
+    /// The channels that delivered it.
+    pub channels: &'a [&'a str],
+    /// The e-mail's `Message-ID` (also the webhook's `Idempotency-Key` source).
     pub message_id: &'a str,
     /// Where the notification was in the notifications topic.
     pub partition: i32,

@@ -5,12 +5,14 @@
 //! - [`notice`]: a notifications record parsed and checked, or why not.
 //! - [`email`]: the Spanish multipart e-mail (Message-ID from the folio) and
 //!   lettre's pooled SMTP transport; transient vs permanent failures.
-//! - [`deliver`]: the retry policy (backoff with jitter, bounded) and the
+//! - [`deliver`]: the channels (e-mail, webhook or both), the retry policy (backoff with jitter, bounded) and the
 //!   `--max-per-second` token bucket.
 //! - [`offsets`]: the finished prefix of each partition, which is all the
 //!   group ever commits.
 //! - [`ledger`]: the compacted topic of delivered folios, read after every
 //!   start and rebalance.
+//! - [`webhook`]: the signed JSON POST (`Idempotency-Key` from the folio,
+//!   HMAC-SHA256 over timestamp + body); HTTP statuses sorted.
 //! - [`metrics`]: `/metrics` on `--metrics-listen`.
 //!
 //! [`run`] ties them: a consumer of the group (`group.protocol=consumer`
@@ -25,6 +27,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod notice;
 pub mod offsets;
+pub mod webhook;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use config::{Config, GroupProtocol};
-use deliver::{Deliverer, Outcome, Policy, EMAIL};
+use deliver::{Deliverer, Outcome, Policy};
 use metrics::Metrics;
 use notice::Notice;
 use offsets::Tracker;
@@ -91,15 +94,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .context("creating the dead-letter topic")?;
 
     let metrics = Metrics::new();
-    let mailer = email::Mailer::new(
-        &config.smtp_url,
-        config.smtp_credentials_file.as_deref(),
-        config.smtp_pool_size,
-        config.smtp_timeout,
-        &config.from,
-    )?;
+    let mailer = match &config.smtp_url {
+        Some(url) => Some(email::Mailer::new(
+            url,
+            config.smtp_credentials_file.as_deref(),
+            config.smtp_pool_size,
+            config.smtp_timeout,
+            &config.from,
+        )?),
+        None => None,
+    };
+    let webhook = match (&config.webhook_url, &config.webhook_secret_file) {
+        (Some(url), Some(secret)) => Some(webhook::Webhook::new(
+            url.clone(),
+            secret,
+            config.webhook_timeout,
+        )?),
+        _ => None,
+    };
     let deliverer = Deliverer::new(
         mailer,
+        webhook,
         Policy {
             max_attempts: config.max_attempts,
             retry_for: config.retry_for,
@@ -322,25 +337,44 @@ impl Shared {
                     reason = malformed.code(),
                     "malformed notification"
                 );
-                self.metrics.failure(EMAIL, malformed.code());
-                self.dead_letter(&item, malformed.code(), &malformed.to_string(), 0)
+                self.metrics.failure("none", malformed.code());
+                self.dead_letter(&item, "none", malformed.code(), &malformed.to_string(), 0)
                     .await?;
             }
             Ok(n) if self.delivered.lock().unwrap().contains(&n.folio) => {
                 debug!(folio = %n.folio, "already delivered (ledger)");
                 self.metrics.skipped();
             }
-            Ok(n) => match self.deliverer.deliver(&n).await {
-                Outcome::Delivered { attempts } => {
-                    let now_ms = now_ms();
-                    let latency = item
-                        .timestamp_ms
-                        .map_or(0.0, |t| (now_ms - t) as f64 / 1000.0);
+            Ok(n) => {
+                let outcomes = self.deliverer.deliver(&n).await;
+                let now_ms = now_ms();
+                let latency = item
+                    .timestamp_ms
+                    .map_or(0.0, |t| (now_ms - t) as f64 / 1000.0);
+                let mut delivered = Vec::new();
+                for (channel, outcome) in outcomes {
+                    match outcome {
+                        Outcome::Delivered { attempts } => {
+                            debug!(folio = %n.folio, channel, attempts, "delivered");
+                            delivered.push(channel);
+                        }
+                        Outcome::DeadLetter {
+                            reason,
+                            detail,
+                            attempts,
+                        } => {
+                            info!(folio = %n.folio, channel, reason, attempts, "not deliverable, to the dead-letter topic");
+                            self.dead_letter(&item, channel, &reason, &detail, attempts)
+                                .await?;
+                        }
+                    }
+                }
+                if !delivered.is_empty() {
                     let message_id = email::message_id(&n.folio);
                     self.ledger
                         .record(&ledger::Entry {
                             folio: &n.folio,
-                            channel: EMAIL,
+                            channels: &delivered,
                             message_id: &message_id,
                             partition: item.partition,
                             offset: item.offset,
@@ -348,18 +382,13 @@ impl Shared {
                         })
                         .await?;
                     self.delivered.lock().unwrap().insert(n.folio.clone());
-                    self.metrics.sent(EMAIL, n.kind.as_str(), latency);
-                    debug!(folio = %n.folio, attempts, "delivered");
+                    // Counted once recorded: what /metrics calls sent is
+                    // what a restart will not send again.
+                    for channel in delivered {
+                        self.metrics.sent(channel, n.kind.as_str(), latency);
+                    }
                 }
-                Outcome::DeadLetter {
-                    reason,
-                    detail,
-                    attempts,
-                } => {
-                    info!(folio = %n.folio, reason, attempts, "not deliverable, to the dead-letter topic");
-                    self.dead_letter(&item, &reason, &detail, attempts).await?;
-                }
-            },
+            }
         }
         self.tracker
             .lock()
@@ -373,6 +402,7 @@ impl Shared {
     async fn dead_letter(
         &self,
         item: &Item,
+        channel: &str,
         reason: &str,
         detail: &str,
         attempts: u32,
@@ -382,35 +412,21 @@ impl Shared {
             item.offset.to_string(),
             attempts.to_string(),
         );
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "cyberday.reason",
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: "cyberday.detail",
-                value: Some(detail),
-            })
-            .insert(Header {
-                key: "cyberday.channel",
-                value: Some(EMAIL),
-            })
-            .insert(Header {
-                key: "cyberday.attempts",
-                value: Some(&attempts),
-            })
-            .insert(Header {
-                key: "cyberday.source.topic",
-                value: Some(&self.topic),
-            })
-            .insert(Header {
-                key: "cyberday.source.partition",
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: "cyberday.source.offset",
-                value: Some(&offset),
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in [
+            ("cyberday.reason", reason),
+            ("cyberday.detail", detail),
+            ("cyberday.channel", channel),
+            ("cyberday.attempts", &attempts),
+            ("cyberday.source.topic", &self.topic),
+            ("cyberday.source.partition", &partition),
+            ("cyberday.source.offset", &offset),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
             });
+        }
         let mut record = FutureRecord::to(&self.dlq_topic)
             .payload(&item.value)
             .headers(headers);

@@ -36,11 +36,19 @@ fn deliverer(mailpit: &Mailpit, policy: Policy, per_second: Option<u32>, m: &Met
     )
     .unwrap();
     Deliverer::new(
-        mailer,
+        Some(mailer),
+        None,
         policy,
         per_second.and_then(std::num::NonZeroU32::new),
         m.clone(),
     )
+}
+
+/// The e-mail channel's outcome (the only channel here).
+async fn by_email(d: &Deliverer, folio: &str) -> Outcome {
+    let mut outcomes = d.deliver(&notice(folio)).await;
+    assert_eq!(outcomes.len(), 1);
+    outcomes.remove(0).1
 }
 
 fn mailpit(test: &str, extra: &[&str]) -> Mailpit {
@@ -75,7 +83,7 @@ fn attempts_are_bounded_by_count_and_by_time() {
     };
     // The pooled transport starts on the runtime.
     let d = rt.block_on(async { deliverer(&mp, by_count, None, &m) });
-    match rt.block_on(d.deliver(&notice("AAA-0001"))) {
+    match rt.block_on(by_email(&d, "AAA-0001")) {
         Outcome::DeadLetter {
             reason,
             detail,
@@ -99,7 +107,7 @@ fn attempts_are_bounded_by_count_and_by_time() {
     };
     let d = rt.block_on(async { deliverer(&mp, by_time, None, &m) });
     let started = Instant::now();
-    let Outcome::DeadLetter { attempts, .. } = rt.block_on(d.deliver(&notice("AAA-0002"))) else {
+    let Outcome::DeadLetter { attempts, .. } = rt.block_on(by_email(&d, "AAA-0002")) else {
         panic!("a 451 every time cannot be delivered");
     };
     let took = started.elapsed();
@@ -121,7 +129,7 @@ fn attempts_are_bounded_by_count_and_by_time() {
         &json!({"Recipient": {"ErrorCode": 451, "Probability": 0}}),
     );
     assert_eq!(
-        rt.block_on(d.deliver(&notice("AAA-0003"))),
+        rt.block_on(by_email(&d, "AAA-0003")),
         Outcome::Delivered { attempts: 1 }
     );
     assert_eq!(mp.api.total(), 1);
@@ -144,7 +152,7 @@ fn the_token_bucket_holds_the_rate() {
         let mut sends = tokio::task::JoinSet::new();
         for i in 0..60 {
             let d = d.clone();
-            sends.spawn(async move { d.deliver(&notice(&format!("RTE-{i:04}"))).await });
+            sends.spawn(async move { by_email(&d, &format!("RTE-{i:04}")).await });
         }
         while let Some(outcome) = sends.join_next().await {
             assert!(matches!(outcome.unwrap(), Outcome::Delivered { .. }));
