@@ -213,8 +213,8 @@ fn check(p: &Purchase, rules: &Rules) -> Result<Option<Kind>, InvalidReason> {
     }
 }
 
-/// `^[A-Z]{3}-[0-9]{4}$`
-fn is_folio(folio: &str) -> bool {
+/// `^[A-Z]{3}-[0-9]{4}$`: the shape of a valid folio.
+pub fn is_folio(folio: &str) -> bool {
     let b = folio.as_bytes();
     b.len() == 8
         && b[..3].iter().all(u8::is_ascii_uppercase)

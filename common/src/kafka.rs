@@ -201,6 +201,44 @@ pub fn committer_config(args: &KafkaArgs, group: &str) -> ClientConfig {
     c
 }
 
+/// Settings for the delivery service's consumer of the notifications
+/// topic: a member of `group` under Kafka's group protocol (`consumer`, KIP-848,
+/// or `classic`), committing itself only what was delivered.
+pub fn delivery_consumer_config(args: &KafkaArgs, group: &str, protocol: &str) -> ClientConfig {
+    let mut c = base_config(args);
+    c.set("group.id", group);
+    c.set("group.protocol", protocol);
+    if protocol == "classic" {
+        // Move only the partitions that change owner, as KIP-848 does.
+        c.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    // Offsets move only once the provider acknowledged the send and the
+    // ledger has it: the service commits the finished prefix itself.
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    // A group without offsets starts at the beginning: nothing is skipped.
+    c.set("auto.offset.reset", "earliest");
+    // Never deliver a notification of an aborted transaction of the master.
+    c.set("isolation.level", "read_committed");
+    c.set("enable.partition.eof", "false");
+    apply_overrides(&mut c, args);
+    c
+}
+
+/// Settings for reading a whole topic once (the delivery ledger) with
+/// `assign`: no group membership, no commits.
+pub fn reader_config(args: &KafkaArgs, group: &str) -> ClientConfig {
+    let mut c = base_config(args);
+    // Needed by librdkafka even for `assign`; never joins nor commits.
+    c.set("group.id", group);
+    c.set("enable.auto.commit", "false");
+    c.set("auto.offset.reset", "earliest");
+    c.set("isolation.level", "read_committed");
+    c.set("enable.partition.eof", "true");
+    apply_overrides(&mut c, args);
+    c
+}
+
 /// Settings for admin and metadata clients.
 pub fn admin_config(args: &KafkaArgs) -> ClientConfig {
     let mut c = base_config(args);
@@ -334,6 +372,17 @@ pub async fn wait_for_topic(
 /// Creates `topic` if it does not exist, replicated on up to three brokers and
 /// requiring two in sync when there are three. Returns its partition count.
 pub async fn ensure_topic(args: &KafkaArgs, topic: &str, partitions: i32) -> Result<usize> {
+    ensure_topic_with(args, topic, partitions, &[]).await
+}
+
+/// [`ensure_topic`] with topic-level `configs` (e.g. `cleanup.policy=compact`)
+/// for a topic it creates.
+pub async fn ensure_topic_with(
+    args: &KafkaArgs,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<usize> {
     if let Some(n) = topic_partitions(args, topic).await? {
         return Ok(n);
     }
@@ -342,8 +391,11 @@ pub async fn ensure_topic(args: &KafkaArgs, topic: &str, partitions: i32) -> Res
     let min_isr = rf.min(2).to_string();
     let admin: AdminClient<DefaultClientContext> =
         admin_config(args).create().map_err(Error::Config)?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf))
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf))
         .set("min.insync.replicas", &min_isr);
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
     let opts = AdminOptions::new().operation_timeout(Some(args.connect_timeout));
     let results = admin
         .create_topics([&new], &opts)

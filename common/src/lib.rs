@@ -3,7 +3,8 @@
 //! - [`record`]: the purchase record as the producer writes it (JSON in `DataTopic`).
 //! - [`classify`]: the one validation and classification rule (no purchase,
 //!   short, long, invalid with a reason).
-//! - [`notify`]: the Spanish notification text for short and long purchases.
+//! - [`notify`]: the Spanish notification text for short and long purchases
+//!   (the console line, the e-mail subject and HTML part).
 //! - [`pb`]: the generated gRPC code of `proto/cyberday/v1` and its
 //!   descriptor set for server reflection.
 //! - [`cli`]: flags every binary shares (bootstrap servers, topic, `-X`

@@ -1,4 +1,5 @@
-//! The customer-facing notification text (Spanish), one line per purchase.
+//! The customer-facing notification text (Spanish): one line per purchase
+//! for the console, and the e-mail's subject and HTML part.
 
 use std::borrow::Cow;
 
@@ -25,6 +26,44 @@ pub fn render_text(kind: Kind, p: &Purchase) -> String {
              contacto contigo."
         ),
     }
+}
+
+/// The e-mail subject for a classified purchase, naming the customer and
+/// the folio; one line.
+pub fn render_subject(kind: Kind, p: &Purchase) -> String {
+    let nombre = one_line(&p.nombre);
+    let folio = one_line(p.folio.as_deref().unwrap_or("sin folio"));
+    match kind {
+        Kind::Short => format!("¡Gracias por tu compra, {nombre}! Folio {folio}"),
+        Kind::Long => format!("Lamentamos la espera, {nombre}: tu compra {folio}"),
+    }
+}
+
+/// The e-mail's HTML part: the same sentence as [`render_text`], every
+/// field escaped, in a small document.
+pub fn render_html(kind: Kind, p: &Purchase) -> String {
+    let title = escape_html(&render_subject(kind, p));
+    let text = escape_html(&render_text(kind, p));
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"es\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+         <body><p>{text}</p>\n<p>Equipo Cyberday</p></body></html>\n"
+    )
+}
+
+/// `&`, `<`, `>`, `"` and `'` as HTML entities.
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn one_line(field: &str) -> Cow<'_, str> {
@@ -63,6 +102,31 @@ mod tests {
             "Lamentamos la espera, Valentina: tu compra de Colchón (folio QZX-0042) tardó \
              45.0 minutos. Cuéntanos qué salió mal: nos pondremos en contacto \
              contigo."
+        );
+    }
+
+    #[test]
+    fn subject_and_html() {
+        let p = sample();
+        assert_eq!(
+            render_subject(Kind::Short, &p),
+            "¡Gracias por tu compra, Valentina! Folio QZX-0042"
+        );
+        assert_eq!(
+            render_subject(Kind::Long, &p),
+            "Lamentamos la espera, Valentina: tu compra QZX-0042"
+        );
+        let html = render_html(Kind::Short, &p);
+        assert!(html.contains("<p>¡Gracias, Valentina! Tu compra de Colchón (folio QZX-0042)"));
+        let evil = Purchase {
+            nombre: "<script>\"x\"&'".into(),
+            ..sample()
+        };
+        let html = render_html(Kind::Long, &evil);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;&quot;x&quot;&amp;&#39;"),
+            "{html}"
         );
     }
 

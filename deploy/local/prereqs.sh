@@ -54,3 +54,4 @@ go_tool() { # go_tool COMMAND PACKAGE VERSION WHAT_FOR
 }
 
 go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl v1.9.3 "the operator's gRPC client, used by the tests"
+go_tool mailpit github.com/axllent/mailpit v1.33.1 "the local SMTP server the delivery service sends to, and its tests"
