@@ -31,7 +31,7 @@ pub mod webhook;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -68,6 +68,9 @@ const DLQ_PARTITIONS: i32 = 6;
 
 /// How often the lag gauges are refreshed (a watermark request per partition).
 const LAG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a revocation waits for the sends in flight on its partitions.
+const REVOKE_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long in-flight sends may take to finish after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -129,8 +132,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .context("creating the ledger and dead-letter producer")?;
 
     let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let finished = Arc::new(Condvar::new());
     let context = GroupContext {
         tracker: tracker.clone(),
+        finished: finished.clone(),
         generation: AtomicU64::new(0),
         metrics: metrics.clone(),
         topic: topic.clone(),
@@ -191,6 +196,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         dlq_topic,
         topic: topic.clone(),
         tracker: tracker.clone(),
+        finished,
         delivered: Mutex::new(HashSet::new()),
         metrics: metrics.clone(),
     });
@@ -319,6 +325,8 @@ struct Shared {
     dlq_topic: String,
     topic: String,
     tracker: Arc<Mutex<Tracker>>,
+    /// Signalled at every finish (a revocation waits on it).
+    finished: Arc<Condvar>,
     /// Folios the ledger records as delivered (read at each assignment) and
     /// those this process delivered since.
     delivered: Mutex<HashSet<String>>,
@@ -394,6 +402,7 @@ impl Shared {
             .lock()
             .unwrap()
             .finish(item.partition, item.epoch, item.offset);
+        self.finished.notify_all();
         Ok(())
     }
 
@@ -530,6 +539,8 @@ fn commit_now<C: Consumer<GroupContext>>(
 /// Keeps the tracker in step with the group's assignment.
 struct GroupContext {
     tracker: Arc<Mutex<Tracker>>,
+    /// Signalled at every finish.
+    finished: Arc<Condvar>,
     /// Bumped at every assignment: the consume loop then re-reads the ledger.
     generation: AtomicU64,
     metrics: Metrics,
@@ -543,9 +554,32 @@ impl ConsumerContext for GroupContext {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let mut commit = TopicPartitionList::new();
         {
-            let mut tracker = self.tracker.lock().unwrap();
+            // Let the sends in flight on these partitions finish (bounded),
+            // so the next owner finds them in the ledger and the commit
+            // instead of sending them again. The consume loop is here, so
+            // nothing new starts; block_in_place hands this worker's other
+            // tasks to another thread meanwhile.
+            let started = std::time::Instant::now();
+            let (mut tracker, waited) = tokio::task::block_in_place(|| {
+                let guard = self.tracker.lock().unwrap();
+                self.finished
+                    .wait_timeout_while(guard, REVOKE_DRAIN_TIMEOUT, |t| {
+                        t.unfinished_in(&partitions) > 0
+                    })
+                    .unwrap()
+            });
+            if waited.timed_out() {
+                warn!(
+                    ?partitions,
+                    unfinished = tracker.unfinished_in(&partitions),
+                    "sends on revoked partitions still unfinished; the next owner may send them again"
+                );
+            } else {
+                debug!(?partitions, waited = ?started.elapsed(), "in-flight sends of revoked partitions finished");
+            }
             for e in tpl.elements() {
                 if let Some(offset) = tracker.revoke(e.partition()) {
                     let _ = commit.add_partition_offset(
@@ -557,7 +591,7 @@ impl ConsumerContext for GroupContext {
                 self.metrics.forget_partition(e.partition());
             }
         }
-        info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
+        info!(?partitions, "partitions revoked");
         if commit.count() > 0 {
             // What finished before the revocation is not read again by the next owner.
             if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
