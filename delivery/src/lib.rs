@@ -29,7 +29,6 @@ pub mod notice;
 pub mod offsets;
 pub mod webhook;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -197,7 +196,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         topic: topic.clone(),
         tracker: tracker.clone(),
         finished,
-        delivered: Mutex::new(HashSet::new()),
+        delivered: Mutex::new(ledger::Delivered::new()),
         metrics: metrics.clone(),
     });
     let permits = Arc::new(Semaphore::new(config.max_in_flight as usize));
@@ -328,8 +327,8 @@ struct Shared {
     /// Signalled at every finish (a revocation waits on it).
     finished: Arc<Condvar>,
     /// Folios the ledger records as delivered (read at each assignment) and
-    /// those this process delivered since.
-    delivered: Mutex<HashSet<String>>,
+    /// those this process delivered since, with their notification's place.
+    delivered: Mutex<ledger::Delivered>,
     metrics: Metrics,
 }
 
@@ -349,7 +348,12 @@ impl Shared {
                 self.dead_letter(&item, "none", malformed.code(), &malformed.to_string(), 0)
                     .await?;
             }
-            Ok(n) if self.delivered.lock().unwrap().contains(&n.folio) => {
+            Ok(n)
+                if ledger::already_delivered(
+                    self.delivered.lock().unwrap().get(&n.folio),
+                    (item.partition, item.offset),
+                ) =>
+            {
                 debug!(folio = %n.folio, "already delivered (ledger)");
                 self.metrics.skipped();
             }
@@ -389,7 +393,10 @@ impl Shared {
                             delivered_at_ms: now_ms,
                         })
                         .await?;
-                    self.delivered.lock().unwrap().insert(n.folio.clone());
+                    self.delivered
+                        .lock()
+                        .unwrap()
+                        .insert(n.folio.clone(), Some((item.partition, item.offset)));
                     // Counted once recorded: what /metrics calls sent is
                     // what a restart will not send again.
                     for channel in delivered {
