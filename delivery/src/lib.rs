@@ -161,22 +161,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let tasks = CancellationToken::new();
     let http = match config.metrics_listen {
-        Some(addr) => {
-            let listener = common::http::bind(addr).await?;
-            let m = metrics.clone();
-            let router = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let m = m.clone();
-                    async move { common::http::metrics(m.encode()) }
-                }),
-            );
-            Some(tokio::spawn(common::http::serve(
-                listener,
-                router,
-                tasks.clone(),
-            )))
-        }
+        Some(addr) => Some(serve_metrics(addr, metrics.clone(), tasks.clone()).await?),
         None => None,
     };
     let committer = tokio::spawn(commit_loop(
@@ -285,25 +270,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(http) = http {
         let _ = http.await;
     }
-    // The last commit, then leave the group (closing commits revoked
-    // partitions through the rebalance callback).
-    let consumer_for_close = consumer.clone();
-    let tracker_for_close = tracker.clone();
+    // The last commit, then leave the group: dropping the last reference
+    // closes the consumer, which blocks, off the async workers.
     drop(shared);
     tokio::task::spawn_blocking(move || {
-        commit_now(
-            &*consumer_for_close,
-            &tracker_for_close,
-            &topic,
-            CommitMode::Sync,
-        );
-        consumer_for_close.unsubscribe();
-        drop(consumer_for_close);
+        commit_now(&*consumer, &tracker, &topic, CommitMode::Sync);
+        consumer.unsubscribe();
+        drop(consumer);
     })
     .await
     .context("closing the consumer")?;
-    drop(consumer);
     outcome
+}
+
+/// Starts `/metrics` on `addr` until `stop`.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: Metrics,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let listener = common::http::bind(addr).await?;
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move { common::http::metrics(m.encode()) }
+        }),
+    );
+    Ok(tokio::spawn(common::http::serve(listener, router, stop)))
 }
 
 /// One notification on its way, with where it came from.
