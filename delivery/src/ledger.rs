@@ -3,7 +3,7 @@
 //! every rebalance, so a process that takes a partition over skips what its
 //! predecessor already delivered, even past that predecessor's last commit.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use common::cli::KafkaArgs;
@@ -37,6 +37,25 @@ pub struct Entry<'a> {
     pub delivered_at_ms: i64,
 }
 
+/// Where a delivered notification was in the notifications topic, by folio.
+pub type Delivered = HashMap<String, Source>;
+
+/// A notification's place in the notifications topic; `None` when a ledger
+/// record does not say (then its folio alone counts as delivered).
+pub type Source = Option<(i32, i64)>;
+
+/// Whether the notification at `at` with a folio the ledger has as
+/// `recorded` was already delivered. The notifications topic holds each
+/// purchase once, so its place identifies it; a folio two purchases share
+/// (the synthetic producer's folios can collide) does not hide the second.
+pub fn already_delivered(recorded: Option<&Source>, at: (i32, i64)) -> bool {
+    match recorded {
+        None => false,
+        Some(None) => true,
+        Some(Some(place)) => *place == at,
+    }
+}
+
 /// Writes one record per delivered folio, waiting for the brokers' ack.
 #[derive(Clone)]
 pub struct Writer {
@@ -68,9 +87,18 @@ impl Writer {
     }
 }
 
-/// Every folio in the ledger `topic` up to its end offsets as they are now.
-/// Blocking: call it off the async workers.
-pub fn read_all(args: &KafkaArgs, topic: &str, timeout: Duration) -> Result<HashSet<String>> {
+/// The `partition` and `offset` of a ledger value.
+fn source(value: Option<&[u8]>) -> Source {
+    let v: serde_json::Value = serde_json::from_slice(value?).ok()?;
+    Some((
+        i32::try_from(v.get("partition")?.as_i64()?).ok()?,
+        v.get("offset")?.as_i64()?,
+    ))
+}
+
+/// Every folio in the ledger `topic` up to its end offsets as they are now,
+/// with where its notification was. Blocking: call it off the async workers.
+pub fn read_all(args: &KafkaArgs, topic: &str, timeout: Duration) -> Result<Delivered> {
     let kafka = |what: &'static str| {
         move |e: KafkaError| Error::Kafka {
             what,
@@ -102,7 +130,7 @@ pub fn read_all(args: &KafkaArgs, topic: &str, timeout: Duration) -> Result<Hash
                 .map_err(kafka("assigning the ledger"))?;
         }
     }
-    let mut folios = HashSet::new();
+    let mut folios = Delivered::new();
     if open.is_empty() {
         return Ok(folios);
     }
@@ -126,10 +154,8 @@ pub fn read_all(args: &KafkaArgs, topic: &str, timeout: Duration) -> Result<Hash
             }
             Some(Err(e)) => return Err(kafka("reading the delivery ledger")(e)),
             Some(Ok(m)) => {
-                if let Some(key) = m.key() {
-                    if let Ok(folio) = std::str::from_utf8(key) {
-                        folios.insert(folio.to_owned());
-                    }
+                if let Some(folio) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                    folios.insert(folio.to_owned(), source(m.payload()));
                 }
                 if m.offset() + 1 >= ends[&m.partition()] {
                     left.remove(&m.partition());
@@ -138,4 +164,34 @@ pub fn read_all(args: &KafkaArgs, topic: &str, timeout: Duration) -> Result<Hash
         }
     }
     Ok(folios)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folio_counts_as_delivered_only_for_its_own_notification() {
+        let value = serde_json::to_vec(&Entry {
+            folio: "QZX-0042",
+            channels: &["email"],
+            message_id: "<QZX-0042@notificaciones.cyberday>",
+            partition: 2,
+            offset: 41,
+            delivered_at_ms: 1,
+        })
+        .unwrap();
+        let recorded = source(Some(&value));
+        assert_eq!(recorded, Some((2, 41)));
+        assert!(already_delivered(Some(&recorded), (2, 41)));
+        assert!(
+            !already_delivered(Some(&recorded), (5, 7)),
+            "another purchase, same folio"
+        );
+        assert!(!already_delivered(None, (2, 41)));
+        assert!(
+            already_delivered(Some(&source(Some(b"junk"))), (9, 9)),
+            "unknown place: by folio"
+        );
+    }
 }

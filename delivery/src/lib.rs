@@ -29,9 +29,8 @@ pub mod notice;
 pub mod offsets;
 pub mod webhook;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -68,6 +67,9 @@ const DLQ_PARTITIONS: i32 = 6;
 
 /// How often the lag gauges are refreshed (a watermark request per partition).
 const LAG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a revocation waits for the sends in flight on its partitions.
+const REVOKE_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long in-flight sends may take to finish after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -129,8 +131,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .context("creating the ledger and dead-letter producer")?;
 
     let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let finished = Arc::new(Condvar::new());
     let context = GroupContext {
         tracker: tracker.clone(),
+        finished: finished.clone(),
         generation: AtomicU64::new(0),
         metrics: metrics.clone(),
         topic: topic.clone(),
@@ -157,22 +161,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let tasks = CancellationToken::new();
     let http = match config.metrics_listen {
-        Some(addr) => {
-            let listener = common::http::bind(addr).await?;
-            let m = metrics.clone();
-            let router = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let m = m.clone();
-                    async move { common::http::metrics(m.encode()) }
-                }),
-            );
-            Some(tokio::spawn(common::http::serve(
-                listener,
-                router,
-                tasks.clone(),
-            )))
-        }
+        Some(addr) => Some(serve_metrics(addr, metrics.clone(), tasks.clone()).await?),
         None => None,
     };
     let committer = tokio::spawn(commit_loop(
@@ -191,7 +180,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         dlq_topic,
         topic: topic.clone(),
         tracker: tracker.clone(),
-        delivered: Mutex::new(HashSet::new()),
+        finished,
+        delivered: Mutex::new(ledger::Delivered::new()),
         metrics: metrics.clone(),
     });
     let permits = Arc::new(Semaphore::new(config.max_in_flight as usize));
@@ -280,25 +270,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(http) = http {
         let _ = http.await;
     }
-    // The last commit, then leave the group (closing commits revoked
-    // partitions through the rebalance callback).
-    let consumer_for_close = consumer.clone();
-    let tracker_for_close = tracker.clone();
+    // The last commit, then leave the group: dropping the last reference
+    // closes the consumer, which blocks, off the async workers.
     drop(shared);
     tokio::task::spawn_blocking(move || {
-        commit_now(
-            &*consumer_for_close,
-            &tracker_for_close,
-            &topic,
-            CommitMode::Sync,
-        );
-        consumer_for_close.unsubscribe();
-        drop(consumer_for_close);
+        commit_now(&*consumer, &tracker, &topic, CommitMode::Sync);
+        consumer.unsubscribe();
+        drop(consumer);
     })
     .await
     .context("closing the consumer")?;
-    drop(consumer);
     outcome
+}
+
+/// Starts `/metrics` on `addr` until `stop`.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: Metrics,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let listener = common::http::bind(addr).await?;
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move { common::http::metrics(m.encode()) }
+        }),
+    );
+    Ok(tokio::spawn(common::http::serve(listener, router, stop)))
 }
 
 /// One notification on its way, with where it came from.
@@ -319,9 +318,11 @@ struct Shared {
     dlq_topic: String,
     topic: String,
     tracker: Arc<Mutex<Tracker>>,
+    /// Signalled at every finish (a revocation waits on it).
+    finished: Arc<Condvar>,
     /// Folios the ledger records as delivered (read at each assignment) and
-    /// those this process delivered since.
-    delivered: Mutex<HashSet<String>>,
+    /// those this process delivered since, with their notification's place.
+    delivered: Mutex<ledger::Delivered>,
     metrics: Metrics,
 }
 
@@ -341,7 +342,12 @@ impl Shared {
                 self.dead_letter(&item, "none", malformed.code(), &malformed.to_string(), 0)
                     .await?;
             }
-            Ok(n) if self.delivered.lock().unwrap().contains(&n.folio) => {
+            Ok(n)
+                if ledger::already_delivered(
+                    self.delivered.lock().unwrap().get(&n.folio),
+                    (item.partition, item.offset),
+                ) =>
+            {
                 debug!(folio = %n.folio, "already delivered (ledger)");
                 self.metrics.skipped();
             }
@@ -381,7 +387,10 @@ impl Shared {
                             delivered_at_ms: now_ms,
                         })
                         .await?;
-                    self.delivered.lock().unwrap().insert(n.folio.clone());
+                    self.delivered
+                        .lock()
+                        .unwrap()
+                        .insert(n.folio.clone(), Some((item.partition, item.offset)));
                     // Counted once recorded: what /metrics calls sent is
                     // what a restart will not send again.
                     for channel in delivered {
@@ -394,6 +403,7 @@ impl Shared {
             .lock()
             .unwrap()
             .finish(item.partition, item.epoch, item.offset);
+        self.finished.notify_all();
         Ok(())
     }
 
@@ -530,6 +540,8 @@ fn commit_now<C: Consumer<GroupContext>>(
 /// Keeps the tracker in step with the group's assignment.
 struct GroupContext {
     tracker: Arc<Mutex<Tracker>>,
+    /// Signalled at every finish.
+    finished: Arc<Condvar>,
     /// Bumped at every assignment: the consume loop then re-reads the ledger.
     generation: AtomicU64,
     metrics: Metrics,
@@ -543,9 +555,32 @@ impl ConsumerContext for GroupContext {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let mut commit = TopicPartitionList::new();
         {
-            let mut tracker = self.tracker.lock().unwrap();
+            // Let the sends in flight on these partitions finish (bounded),
+            // so the next owner finds them in the ledger and the commit
+            // instead of sending them again. The consume loop is here, so
+            // nothing new starts; block_in_place hands this worker's other
+            // tasks to another thread meanwhile.
+            let started = std::time::Instant::now();
+            let (mut tracker, waited) = tokio::task::block_in_place(|| {
+                let guard = self.tracker.lock().unwrap();
+                self.finished
+                    .wait_timeout_while(guard, REVOKE_DRAIN_TIMEOUT, |t| {
+                        t.unfinished_in(&partitions) > 0
+                    })
+                    .unwrap()
+            });
+            if waited.timed_out() {
+                warn!(
+                    ?partitions,
+                    unfinished = tracker.unfinished_in(&partitions),
+                    "sends on revoked partitions still unfinished; the next owner may send them again"
+                );
+            } else {
+                debug!(?partitions, waited = ?started.elapsed(), "in-flight sends of revoked partitions finished");
+            }
             for e in tpl.elements() {
                 if let Some(offset) = tracker.revoke(e.partition()) {
                     let _ = commit.add_partition_offset(
@@ -557,7 +592,7 @@ impl ConsumerContext for GroupContext {
                 self.metrics.forget_partition(e.partition());
             }
         }
-        info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
+        info!(?partitions, "partitions revoked");
         if commit.count() > 0 {
             // What finished before the revocation is not read again by the next owner.
             if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {

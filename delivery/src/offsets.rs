@@ -120,6 +120,15 @@ impl Tracker {
         self.parts.keys().copied().collect()
     }
 
+    /// Records received and not finished on `partitions`.
+    pub fn unfinished_in(&self, partitions: &[i32]) -> usize {
+        partitions
+            .iter()
+            .filter_map(|p| self.parts.get(p))
+            .map(|p| p.pending.len())
+            .sum()
+    }
+
     /// Records received and not finished, over every partition.
     pub fn unfinished(&self) -> usize {
         self.parts.values().map(|p| p.pending.len()).sum()

@@ -159,18 +159,20 @@ fn transient_errors_are_retried_and_permanent_ones_dead_lettered() {
         permanent.len() as f64
     );
     let failures = scrape.family("cyberday_delivery_failures_total");
-    let failed = |reason: &str| {
+    let failed_on = |channel: &str, reason: &str| {
         scrape.value(&format!(
-            "cyberday_delivery_failures_total{{channel=\"email\",reason=\"{reason}\"}}"
+            "cyberday_delivery_failures_total{{channel=\"{channel}\",reason=\"{reason}\"}}"
         ))
     };
+    let failed = |reason: &str| failed_on("email", reason);
     assert!(
         failed("smtp_451") > 0.0 && failed("smtp_421") > 0.0,
         "{failures:?}"
     );
     assert_eq!(failed("smtp_550"), permanent.len() as f64, "{failures:?}");
+    // Bad input never reached a channel.
     for (_, _, reason) in &malformed {
-        assert_eq!(failed(reason), 1.0, "{failures:?}");
+        assert_eq!(failed_on("none", reason), 1.0, "{failures:?}");
     }
     // Every transient failure was followed by a retry: none ran out.
     let transient = failures.values().sum::<f64>() - failed("smtp_550") - malformed.len() as f64;

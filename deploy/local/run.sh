@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole system locally: the real 3-broker Kafka cluster (started if
-# it is not running), the master, two workers as separate processes, and the
-# shopper producer at the original pace (one record every two seconds).
+# it is not running), the master, two workers as separate processes, the
+# shopper producer at the original pace (one record every two seconds), a
+# Mailpit SMTP server and one delivery process that e-mails every purchase
+# into it (its HTTP API on 127.0.0.1:8025).
 # Notifications appear on this terminal as they happen; logs go to
 # deploy/local/.run/logs/. Ctrl-C stops everything this script started.
 #
@@ -68,11 +70,21 @@ sleep 1
 start worker-1 target/release/worker --id worker-1 --metrics-listen 127.0.0.1:8081
 start worker-2 target/release/worker --id worker-2 --metrics-listen 127.0.0.1:8082
 start producer target/release/producer "$@"
+# The customers' inbox: Mailpit, loopback only, messages kept in memory.
+mailpit_smtp="${MAILPIT_SMTP:-127.0.0.1:1025}"
+mailpit_http="${MAILPIT_HTTP:-127.0.0.1:8025}"
+start mailpit mailpit --smtp "$mailpit_smtp" --listen "$mailpit_http" --pop3 127.0.0.1:1110 \
+  --max 100000 --disable-version-check --smtp-auth-accept-any --smtp-auth-allow-insecure
+start delivery target/release/delivery --smtp-url "smtp://$mailpit_smtp" \
+  --metrics-listen "${DELIVERY_METRICS_LISTEN:-127.0.0.1:8083}"
 
 cat >&2 <<TXT
-run.sh: running. Master on 127.0.0.1:50051, workers worker-1 and worker-2, producer into DataTopic.
+run.sh: running. Master on 127.0.0.1:50051, workers worker-1 and worker-2, producer into DataTopic,
+run.sh:          delivery e-mailing each purchase into Mailpit (SMTP $mailpit_smtp).
 run.sh: notifications appear below; logs: tail -f $logs/*.log
-run.sh: live page: http://${MASTER_METRICS_LISTEN:-127.0.0.1:8080}/   metrics: /metrics there and on 127.0.0.1:8081, :8082 (workers)
+run.sh: the e-mails: curl -s http://$mailpit_http/api/v1/messages | jq '.messages[] | {To, Subject}'
+run.sh:             (this Mailpit is built with go install, without its web UI's assets: use the API)
+run.sh: live page: http://${MASTER_METRICS_LISTEN:-127.0.0.1:8080}/   metrics: /metrics there and on 127.0.0.1:8081, :8082 (workers), :8083 (delivery)
 run.sh: inspect: grpcurl -plaintext 127.0.0.1:50051 cyberday.v1.Admin/ListAssignments
 run.sh:          deploy/local/kafka.sh consumer-groups --describe --group cyberday-notifier
 run.sh: Ctrl-C to stop.

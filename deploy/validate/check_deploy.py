@@ -34,7 +34,7 @@ from kubernetes_validate import utils as kv
 NAMESPACE = "cyberday"
 PART_OF = "cyberday-notifier"
 APP_IMAGE = "cyberday-notifier"
-BINARIES = ("master", "worker", "producer")
+BINARIES = ("master", "worker", "producer", "delivery")
 # Native gRPC probes are GA since 1.27; 1.29 is the oldest release we check.
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 # Custom resources have no schema in kubernetes-validate: their groups are
@@ -349,7 +349,8 @@ def check_strimzi(r, by_kind, label, bootstrap):
 def check_compose(r, model, compose_path, repo_root, env_report, k8s_kafka_image):
     label = "compose"
     services = model.get("services", {})
-    expected = {"kafka-1", "kafka-2", "kafka-3", "kafka-topics", "master", "worker-1", "worker-2", "producer"}
+    expected = {"kafka-1", "kafka-2", "kafka-3", "kafka-topics", "master", "worker-1", "worker-2", "producer",
+                "mailpit", "delivery"}
     r.check(expected <= set(services), label, f"missing services {sorted(expected - set(services))}")
 
     brokers = {n: s for n, s in services.items() if image_parts(s.get("image", ""))[0] == "apache/kafka"

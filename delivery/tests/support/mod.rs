@@ -306,9 +306,10 @@ pub fn delivery_args(
     args
 }
 
-/// The `delivery` binary cargo built for these tests.
+/// The `delivery` binary cargo built for these tests (for the benchmark,
+/// an example, the one beside it).
 pub fn delivery_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_delivery"))
+    option_env!("CARGO_BIN_EXE_delivery").map_or_else(|| e2e::bin("delivery"), PathBuf::from)
 }
 
 /// Waits until `done` holds, checking `procs` are still running.
