@@ -170,7 +170,8 @@ fn env_markers(help: &str) -> BTreeSet<String> {
     help.match_indices("[env: ")
         .filter_map(|(at, marker)| {
             let rest = &help[at + marker.len()..];
-            let name = &rest[..rest.find('=')?];
+            // `[env: NAME=value]`, or `[env: NAME]` when clap hides the value.
+            let name = &rest[..rest.find(['=', ']'])?];
             let valid = !name.is_empty()
                 && name
                     .chars()
@@ -225,7 +226,7 @@ fn assert_env_names_accepted(prefix: &str) {
             }
         }
     }
-    let known: BTreeMap<&str, BTreeSet<String>> = ["master", "worker", "producer"]
+    let known: BTreeMap<&str, BTreeSet<String>> = ["master", "worker", "producer", "delivery"]
         .into_iter()
         .map(|b| (b, accepted_env(b)))
         .collect();
@@ -263,7 +264,7 @@ fn compose_env_names_are_flags_of_the_binaries() {
 #[test]
 fn every_flag_of_the_binaries_has_an_environment_variable() {
     let mut problems = vec![];
-    for binary in ["master", "worker", "producer"] {
+    for binary in ["master", "worker", "producer", "delivery"] {
         for flag in flags_without_env(&help_text(binary)) {
             problems.push(format!("{binary}: {flag}"));
         }
@@ -292,6 +293,11 @@ Options:
 
           [env: KAFKA_OPTIONS=]
 
+      --smtp-url <SMTP_URL>
+          A URL whose value stays out of the help
+
+          [env: DELIVERY_SMTP_URL]
+
       --seed <SEED>
           Seed of the generator
 
@@ -302,7 +308,8 @@ Options:
         env_markers(help),
         BTreeSet::from([
             "KAFKA_BOOTSTRAP_SERVERS".to_string(),
-            "KAFKA_OPTIONS".to_string()
+            "KAFKA_OPTIONS".to_string(),
+            "DELIVERY_SMTP_URL".to_string()
         ])
     );
     assert_eq!(flags_without_env(help), vec!["--seed <SEED>".to_string()]);
