@@ -52,15 +52,9 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
         let outcomes = Family::<[(&'static str, &'static str); 1], Counter>::default();
         let records = OUTCOMES.map(|o| outcomes.get_or_create(&[("outcome", o)]).clone());
-        registry.register(
-            "cyberday_worker_records",
-            "Records read and classified, by outcome",
-            outcomes,
-        );
-        let m = Self {
+        let mut m = Self {
             records,
             batch_records: histogram(BATCH_RECORDS_BOUNDS),
             batch_bytes: histogram(BATCH_BYTES_BOUNDS),
@@ -73,6 +67,12 @@ impl Default for Metrics {
             partitions: Arc::default(),
             registry: Registry::default(),
         };
+        let registry = &mut m.registry;
+        registry.register(
+            "cyberday_worker_records",
+            "Records read and classified, by outcome",
+            outcomes,
+        );
         for (name, help, h) in [
             (
                 "cyberday_worker_batch_records",
@@ -125,7 +125,7 @@ impl Default for Metrics {
             sessions: m.sessions.clone(),
             partitions: m.partitions.clone(),
         }));
-        Self { registry, ..m }
+        m
     }
 }
 
