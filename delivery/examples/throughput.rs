@@ -138,7 +138,7 @@ fn main() {
     let mut d = Proc::spawn("delivery-rate", &dir, &delivery_bin(), &args);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &p.cluster.bootstrap)
-        .set("linger.ms", "0")
+        .set("linger.ms", "5")
         .create()
         .unwrap();
     // Wait for the group's assignment with a first record.
@@ -173,7 +173,12 @@ fn main() {
         }
         send(i);
     }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    if let Err(e) = producer.flush(Duration::from_secs(60)) {
+        panic!(
+            "{} notifications not written after 60 s: {e}",
+            producer.in_flight_count()
+        );
+    }
     wait_for(
         "the fixed-rate e-mails",
         Duration::from_secs(120),

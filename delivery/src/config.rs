@@ -53,8 +53,7 @@ pub struct Config {
     /// `smtp://host:port?tls=opportunistic` or `smtps://host:port`
     /// (implicit TLS). Credentials never go here: see `--smtp-credentials-file`.
     /// E-mail is off without it (then `--webhook-url` is needed).
-    // `--help` would print the variable's value: a URL may carry a password.
-    #[arg(long, env = "DELIVERY_SMTP_URL", hide_env_values = true)]
+    #[arg(long, env = "DELIVERY_SMTP_URL")]
     pub smtp_url: Option<String>,
 
     /// A file holding the SMTP user on its first line and the password on
@@ -83,7 +82,7 @@ pub struct Config {
     /// URL every notification is POSTed to as JSON, with an
     /// `Idempotency-Key` (the folio) and an HMAC-SHA256 signature. Off when
     /// not given.
-    #[arg(long, env = "DELIVERY_WEBHOOK_URL", hide_env_values = true)]
+    #[arg(long, env = "DELIVERY_WEBHOOK_URL")]
     pub webhook_url: Option<reqwest::Url>,
 
     /// A file holding the webhook's signing secret (its whole content);
