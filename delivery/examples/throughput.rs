@@ -4,11 +4,15 @@
 //! transport, the same pool size and concurrency, no Kafka), then the
 //! delivery latency (Kafka timestamp → Mailpit's 250) at a fixed rate.
 //!
-//! With the test cluster up and release binaries built:
+//! On a cluster of its own (a test cluster that has run the suite carries
+//! hundreds of topics, and its brokers then spend most of the two cores on
+//! replication), with release binaries built:
 //!
 //! ```sh
 //! cargo build --release --workspace --bins --examples
-//! target/release/examples/throughput [RECORDS] [RATE]     # defaults 20000, 100
+//! KAFKA_PORT_BASE=29092 deploy/local/kafka.sh up
+//! CYBERDAY_TEST_BOOTSTRAP=127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094 \
+//!   target/release/examples/throughput [RECORDS] [RATE]     # defaults 20000, 100
 //! ```
 
 #[path = "../tests/support/mod.rs"]
@@ -25,9 +29,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use support::*;
 
-/// The delivery's defaults, which the bare loop copies.
+/// The delivery's defaults (`--smtp-pool-size`, `--max-in-flight`), which
+/// the bare loop copies.
 const POOL: u32 = 8;
-const IN_FLIGHT: usize = 32;
+const IN_FLIGHT: usize = 128;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -56,27 +61,39 @@ fn main() {
         .collect();
     let url = mp.smtp_url();
     let started = Instant::now();
-    rt.block_on(async {
-        let mailer = Mailer::new(
-            &url,
-            None,
-            POOL,
-            Duration::from_secs(10),
-            "Cyberday <b@cyberday.example>",
-        )
-        .unwrap();
-        let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-        let mut sends = tokio::task::JoinSet::new();
-        for n in notices {
-            let permit = permits.clone().acquire_owned().await.unwrap();
-            let m = mailer.clone();
-            sends.spawn(async move {
-                let message = m.message(&n).expect("a message");
-                m.send(message).await.expect("Mailpit takes it");
-                drop(permit);
-            });
-        }
-        while sends.join_next().await.is_some() {}
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // The same observer as the delivery phase's: Mailpit's API asked for
+        // its total every 250 ms, so both phases share its cost.
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = mp.api.total();
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        rt.block_on(async {
+            let mailer = Mailer::new(
+                &url,
+                None,
+                POOL,
+                Duration::from_secs(10),
+                "Cyberday <b@cyberday.example>",
+            )
+            .unwrap();
+            let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+            let mut sends = tokio::task::JoinSet::new();
+            for n in notices {
+                let permit = permits.clone().acquire_owned().await.unwrap();
+                let m = mailer.clone();
+                sends.spawn(async move {
+                    let message = m.message(&n).expect("a message");
+                    m.send(message).await.expect("Mailpit takes it");
+                    drop(permit);
+                });
+            }
+            while sends.join_next().await.is_some() {}
+        });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     let ceiling = want as f64 / started.elapsed().as_secs_f64();
     assert_eq!(mp.api.total(), want);
