@@ -9,3 +9,7 @@ tonic::include_proto!("cyberday.v1");
 /// Encoded `FileDescriptorSet` of every cyberday.v1 proto, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("cyberday_v1_descriptor");
+
+/// The metadata key by which a standby master names the leader in the
+/// `unavailable` status it refuses a worker with (the leader's URL).
+pub const LEADER_METADATA: &str = "cyberday-leader";

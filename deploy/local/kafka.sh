@@ -228,6 +228,9 @@ log.cleaner.dedupe.buffer.size=16777216
 auto.create.topics.enable=false
 num.partitions=$partitions
 group.initial.rebalance.delay.ms=0
+# Standby masters (master --election) take over when the leader's election
+# session times out; the default floor of 6 s would make that the takeover.
+group.min.session.timeout.ms=500
 # A node shuts itself down if the quorum is not up in time; nodes start together.
 initial.broker.registration.timeout.ms=120000
 EOF

@@ -18,6 +18,8 @@ pub struct AdminService {
     offsets: watch::Receiver<OffsetsView>,
     /// Callers the Coordinator service refused (see [`crate::auth`]).
     auth_refused: Arc<AtomicU64>,
+    /// What GetRole answers.
+    role: pb::GetRoleResponse,
 }
 
 impl AdminService {
@@ -25,11 +27,13 @@ impl AdminService {
         commands: mpsc::Sender<Command>,
         offsets: watch::Receiver<OffsetsView>,
         auth_refused: Arc<AtomicU64>,
+        role: pb::GetRoleResponse,
     ) -> Self {
         Self {
             commands,
             offsets,
             auth_refused,
+            role,
         }
     }
 
@@ -100,5 +104,12 @@ impl Admin for AdminService {
             partitions,
             auth_refused: self.auth_refused.load(Ordering::Relaxed),
         }))
+    }
+
+    async fn get_role(
+        &self,
+        _: Request<pb::GetRoleRequest>,
+    ) -> Result<Response<pb::GetRoleResponse>, Status> {
+        Ok(Response::new(self.role.clone()))
     }
 }

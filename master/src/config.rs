@@ -115,6 +115,35 @@ pub struct Config {
     #[arg(long, env = "MASTER_TLS_CA", value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
 
+    /// Run as one of several replicas of this master: a leader elected
+    /// through a Kafka consumer group on a one-partition election topic
+    /// (the member holding the partition leads), the others hot standbys
+    /// that refuse workers with `unavailable` and the leader's address, and
+    /// take over when the leader's group session ends. A new leader's
+    /// transactions fence the old one. Give every replica the same
+    /// `--group` (and `--transactional-id`).
+    #[arg(long, env = "MASTER_ELECTION")]
+    pub election: bool,
+
+    /// The address workers use to reach this replica, as a standby names
+    /// the leader to them (e.g. `http://master-0.master-replicas:50051`).
+    /// Default: `http://<--listen>`, with this host's name when listening
+    /// on every interface.
+    #[arg(long, env = "MASTER_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// The election group's session timeout: how long a leader that
+    /// vanished (SIGKILL, lost node) keeps the lead before a standby takes
+    /// over. Brokers refuse one under their `group.min.session.timeout.ms`
+    /// (Kafka's default 6 s; the project's clusters allow 500 ms).
+    #[arg(long, env = "MASTER_ELECTION_SESSION_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
+    pub election_session_timeout: Duration,
+
+    /// The election topic (one partition, created when absent); also its
+    /// consumer group. Default: `<transactional id>.election`.
+    #[arg(long, env = "MASTER_ELECTION_TOPIC")]
+    pub election_topic: Option<String>,
+
     /// A file holding the shared worker token: the Coordinator service then
     /// refuses a worker that does not present it (worker `--token-file`).
     /// For plaintext deployments; with TLS it is an extra check.
@@ -141,6 +170,36 @@ pub enum NotifyFormat {
 }
 
 impl Config {
+    /// The election topic and group: `--election-topic`, or one derived
+    /// from the transactional id, so the replicas of one logical master
+    /// meet in one group.
+    pub fn election_topic(&self) -> String {
+        match &self.election_topic {
+            Some(t) => t.clone(),
+            None => format!("{}.election", self.transactional_id()),
+        }
+    }
+
+    /// What workers dial to reach this replica: `--advertise`, or the
+    /// listening address (this host's name in place of an unspecified IP).
+    pub fn advertise(&self) -> String {
+        if let Some(a) = &self.advertise {
+            return a.trim().to_owned();
+        }
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let port = self.listen.port();
+        if self.listen.ip().is_unspecified() {
+            let host = hostname().unwrap_or_else(|| "127.0.0.1".to_owned());
+            format!("{scheme}://{host}:{port}")
+        } else {
+            format!("{scheme}://{}", self.listen)
+        }
+    }
+
     /// The producer's `transactional.id`: `--transactional-id`, or one
     /// derived from the group, so one logical master keeps one id.
     pub fn transactional_id(&self) -> String {
@@ -196,6 +255,21 @@ impl Config {
             .is_some_and(|id| id.trim().is_empty())
         {
             return Err("--transactional-id must not be blank".into());
+        }
+        if self.election && self.election_session_timeout < Duration::from_millis(100) {
+            return Err(format!(
+                "--election-session-timeout ({:?}) is too short: the election's heartbeats \
+                 go every tenth of it; give at least 100ms (and no less than the brokers' \
+                 group.min.session.timeout.ms)",
+                self.election_session_timeout
+            ));
+        }
+        if let Some(a) = &self.advertise {
+            if !(a.starts_with("http://") || a.starts_with("https://")) {
+                return Err(format!(
+                    "--advertise {a}: give the URL workers dial, like http://master-0:50051"
+                ));
+            }
         }
         let output = self.notifications_topic.trim();
         if output.is_empty() {
@@ -275,4 +349,13 @@ mod tests {
         assert_eq!(c.transactional_id(), "m-a");
         c.validate().unwrap();
     }
+}
+
+/// This host's name (`HOSTNAME`, else `/etc/hostname`).
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }

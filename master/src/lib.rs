@@ -22,6 +22,8 @@
 //!   stuck calls, the producer's in-process replacement, the dead letters,
 //!   the topics it creates and the test faults, a file each.
 //! - [`offsets`]: committed offsets at start, watermarks, partition count.
+//! - [`election`]: with `--election`, which replica leads (a Kafka group on
+//!   a one-partition topic); [`standby`]: what a standby serves meanwhile.
 //! - [`error`]: the error enum and its one mapping to `tonic::Status`.
 //! - [`metrics`]: Prometheus metrics (`/metrics` on `--metrics-listen`).
 //! - [`live`]: the HTTP routes of `--metrics-listen`: the live page, its
@@ -37,6 +39,7 @@ pub mod assignment;
 pub mod auth;
 pub mod config;
 pub mod coordinator;
+pub mod election;
 pub mod error;
 pub mod live;
 pub mod messages;
@@ -45,20 +48,21 @@ pub mod notifier;
 pub mod offsets;
 pub mod output;
 pub mod service;
+pub mod standby;
 pub mod tls;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use common::pb::{admin_server::AdminServer, coordinator_server::CoordinatorServer};
+use common::pb::{self, admin_server::AdminServer, coordinator_server::CoordinatorServer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
@@ -122,6 +126,28 @@ pub async fn serve_to<W: Write + Send + 'static>(
     shutdown: CancellationToken,
     output: W,
 ) -> anyhow::Result<()> {
+    let listener = Arc::new(listener);
+    if config.election {
+        return replicated(config, listener, shutdown, output).await;
+    }
+    let role = pb::GetRoleResponse {
+        role: "leader".into(),
+        replica: config.advertise(),
+        leader: config.advertise(),
+        term: 1,
+    };
+    lead(config, listener, shutdown, output, role).await
+}
+
+/// One term as the leader (the whole life of a master without
+/// `--election`): the three steps of [`serve_to`], until `shutdown`.
+async fn lead<W: Write + Send + 'static>(
+    config: Config,
+    listener: Arc<TcpListener>,
+    shutdown: CancellationToken,
+    output: W,
+    role: pb::GetRoleResponse,
+) -> anyhow::Result<()> {
     let prepared = tokio::select! {
         prepared = prepare(config) => prepared?,
         // A signal while starting (waiting for the input topic, say):
@@ -131,10 +157,131 @@ pub async fn serve_to<W: Write + Send + 'static>(
     // Ours to cancel when anything fails; the caller's token cancels it too.
     let stop = shutdown.child_token();
     let (grpc, tasks) = prepared.spawn(output, &stop);
-    let served = grpc.serve(listener, stop.clone()).await;
+    let served = grpc.serve(listener, role, stop.clone()).await;
     // Whatever ended the server, everything else stops too.
     stop.cancel();
     tasks.wait(served).await
+}
+
+/// `--election`: stands by until elected, leads until the term ends, and
+/// again, until `shutdown`. A term ends when the group moves the election
+/// partition elsewhere (the term is cancelled, its last transaction
+/// committed if it still can be) or when a newer leader fenced this one;
+/// after a fence it waits to be elected anew before leading again.
+async fn replicated<W: Write + Send + 'static>(
+    config: Config,
+    listener: Arc<TcpListener>,
+    shutdown: CancellationToken,
+    output: W,
+) -> anyhow::Result<()> {
+    config.validate().map_err(|e| anyhow!(e))?;
+    let election = tokio::select! {
+        joined = election::Election::join(&config) => joined?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    let output = SharedWriter(Arc::new(Mutex::new(output)));
+    let mut standing = election.standing();
+    // A term fenced by a newer leader does not lead again until the group
+    // elects this replica anew.
+    let mut fenced_term = 0;
+    let ended = loop {
+        // Standby until elected.
+        let now = *standing.borrow();
+        let until = shutdown.child_token();
+        let standby = {
+            let (config, listener, leader, until) = (
+                config.clone(),
+                listener.clone(),
+                election.leader(),
+                until.clone(),
+            );
+            tokio::spawn(async move { standby::serve(&config, listener, leader, now, until).await })
+        };
+        info!(replica = config.advertise(), "standing by");
+        let elected = tokio::select! {
+            s = standing.wait_for(|s| s.leading && s.term > fenced_term) => s.ok().map(|s| *s),
+            _ = shutdown.cancelled() => None,
+        };
+        until.cancel();
+        match standby.await.context("standby task")? {
+            Ok(()) => {}
+            Err(e) => break Err(e),
+        }
+        let Some(term) = elected else { break Ok(()) };
+        let took_over = std::time::Instant::now();
+        info!(
+            term = term.term,
+            "elected: taking over (fencing the previous leader)"
+        );
+        // The term ends when the election partition moves away.
+        let stop = shutdown.child_token();
+        let lost = {
+            let (mut standing, stop) = (standing.clone(), stop.clone());
+            tokio::spawn(async move {
+                let _ = standing
+                    .wait_for(|s| !s.leading || s.term != term.term)
+                    .await;
+                stop.cancel();
+            })
+        };
+        let role = pb::GetRoleResponse {
+            role: "leader".into(),
+            replica: config.advertise(),
+            leader: config.advertise(),
+            term: term.term,
+        };
+        let led = lead(config.clone(), listener.clone(), stop, output.clone(), role).await;
+        lost.abort();
+        if shutdown.is_cancelled() {
+            break led;
+        }
+        match led {
+            Ok(()) => warn!(
+                term = term.term,
+                led_for = ?took_over.elapsed(),
+                "no longer the leader: standing by"
+            ),
+            Err(e) if is_fenced(&e) => {
+                warn!(term = term.term, error = %e, "fenced by a newer leader: standing by");
+                fenced_term = term.term;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    // Leave the group only now, the last transaction committed: a standby
+    // is elected at once instead of after the session timeout.
+    tokio::task::spawn_blocking(move || election.leave())
+        .await
+        .context("leaving the election")?;
+    ended
+}
+
+/// Whether `e` says a newer master fenced this one.
+fn is_fenced(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<output::Error>(),
+            Some(output::Error::Fenced { .. })
+        )
+    })
+}
+
+/// The console's writer, kept across the terms of one replica.
+struct SharedWriter<W>(Arc<Mutex<W>>);
+
+impl<W> Clone for SharedWriter<W> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<W: Write> Write for SharedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap().flush()
+    }
 }
 
 /// What [`prepare`] made ready for the tasks.
@@ -476,14 +623,22 @@ struct Grpc {
 
 impl Grpc {
     /// Serves on `listener` until `shutdown` (see [`grpc`]).
-    async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn serve(
+        self,
+        listener: Arc<TcpListener>,
+        role: pb::GetRoleResponse,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let Grpc {
             config,
             security,
             commands,
             offsets,
         } = self;
-        grpc(&config, security, listener, commands, offsets, shutdown).await
+        grpc(
+            &config, security, listener, commands, offsets, role, shutdown,
+        )
+        .await
     }
 }
 
@@ -493,9 +648,10 @@ impl Grpc {
 async fn grpc(
     config: &Config,
     security: auth::Security,
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     commands: mpsc::Sender<Command>,
     offsets: watch::Receiver<OffsetsView>,
+    role: pb::GetRoleResponse,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener
@@ -519,9 +675,14 @@ async fn grpc(
         .max_encoding_message_size(max_message),
         auth,
     );
-    let admin = AdminServer::new(admin::AdminService::new(commands, offsets, auth_refused))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+    let admin = AdminServer::new(admin::AdminService::new(
+        commands,
+        offsets,
+        auth_refused,
+        role,
+    ))
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(max_message);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -533,18 +694,6 @@ async fn grpc(
     health
         .set_serving::<AdminServer<admin::AdminService>>()
         .await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(common::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .context("building the reflection service")?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .context("building the reflection service")?;
-
     info!(listen = %addr, tls = tls.is_some(), topic = %config.kafka.topic, group = %config.group, "master serving");
 
     let router = tonic::transport::Server::builder()
@@ -554,10 +703,63 @@ async fn grpc(
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(STREAM_WINDOW))
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?)
         .add_service(coordinator)
         .add_service(admin);
+    serve_router(
+        router,
+        listener,
+        tls,
+        refused_handshakes,
+        health,
+        shutdown,
+        DRAIN_TIMEOUT,
+    )
+    .await
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(common::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Server reflection, v1 (grpcurl's first choice).
+fn reflection_v1() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    reflection()
+        .build_v1()
+        .context("building the reflection service")
+}
+
+/// Server reflection, v1alpha (older clients).
+fn reflection_v1alpha() -> anyhow::Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+> {
+    reflection()
+        .build_v1alpha()
+        .context("building the reflection service")
+}
+
+/// Serves `router` on `listener` (TLS when given) until `shutdown`; then
+/// reports `""` not serving and lets open streams finish for at most
+/// `drain` before cutting them. The listener stays open for whoever serves
+/// on it next (a replica's next role).
+async fn serve_router(
+    router: tonic::transport::server::Router,
+    listener: Arc<TcpListener>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    refused_handshakes: Arc<AtomicU64>,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> anyhow::Result<()> {
     let stop = shutdown.clone();
     let stopped = async move { stop.cancelled().await };
     let mut server = match tls {
@@ -566,13 +768,7 @@ async fn grpc(
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
         None => {
-            let incoming = TcpListenerStream::new(listener).map(|conn| {
-                if let Ok(c) = &conn {
-                    // Assignments and revocations are small and urgent.
-                    let _ = c.set_nodelay(true);
-                }
-                conn
-            });
+            let incoming = plain_incoming(listener, shutdown.clone());
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
         }
     };
@@ -584,12 +780,46 @@ async fn grpc(
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+    match tokio::time::timeout(drain, &mut server).await {
         Ok(done) => done.context("gRPC server task")?.context("gRPC server"),
         Err(_) => {
-            warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; closing them");
+            if !drain.is_zero() {
+                warn!(timeout = ?drain, "connections still open after the drain timeout; closing them");
+            }
             server.abort();
             Ok(())
         }
     }
+}
+
+/// The connections accepted on `listener` until `shutdown` (then the
+/// listener is left to the next server).
+fn plain_incoming(
+    listener: Arc<TcpListener>,
+    shutdown: CancellationToken,
+) -> ReceiverStream<std::io::Result<tokio::net::TcpStream>> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((conn, _)) => {
+                    // Assignments and revocations are small and urgent.
+                    let _ = conn.set_nodelay(true);
+                    if tx.send(Ok(conn)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: pass, and retry.
+                    warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
 }

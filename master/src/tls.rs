@@ -78,7 +78,7 @@ fn pem_certs(path: &Path, flag: &str) -> anyhow::Result<Vec<CertificateDer<'stat
 /// The established TLS connections on `listener`, until `shutdown`.
 /// Handshakes refused for a certificate add one to `refused`.
 pub fn incoming(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     config: Arc<ServerConfig>,
     refused: Arc<AtomicU64>,
     shutdown: CancellationToken,
