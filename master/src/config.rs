@@ -285,6 +285,15 @@ impl Config {
     }
 }
 
+/// This host's name (`HOSTNAME`, else `/etc/hostname`).
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,13 +358,4 @@ mod tests {
         assert_eq!(c.transactional_id(), "m-a");
         c.validate().unwrap();
     }
-}
-
-/// This host's name (`HOSTNAME`, else `/etc/hostname`).
-fn hostname() -> Option<String> {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
 }
